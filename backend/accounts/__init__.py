@@ -1,0 +1,1 @@
+"""Users and roles: annotator, admin, researcher (Django groups) and superuser."""

@@ -1,0 +1,1 @@
+"""Prompts, dialogues, batches, comparisons, leases and annotations: the annotation core."""

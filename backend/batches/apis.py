@@ -1,0 +1,494 @@
+"""The annotation-core API. Each view validates its input, calls one service or selector, serializes.
+
+What annotators receive never names a checkpoint, a temperature or which side is which model.
+"""
+from typing import Any
+
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.generics import get_object_or_404
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backend.accounts.permissions import (
+    IsAnnotator,
+    IsAnyRole,
+    IsBatchAdmin,
+    IsStaffRole,
+)
+from backend.accounts.roles import Role, user_has_role
+from backend.batches.models import (
+    Assignment,
+    Batch,
+    Comparison,
+    Focus,
+    Prompt,
+    PromptSource,
+    SkipReason,
+)
+from backend.batches.selectors import (
+    annotation_list,
+    assignment_for_display,
+    batch_get,
+    batch_list,
+    batch_progress,
+    prompt_context,
+    prompt_list,
+)
+from backend.batches.services.annotations import (
+    annotation_submit,
+    assignment_lease_next,
+    assignment_skip,
+)
+from backend.batches.services.batches import batch_close, batch_create, batch_open
+from backend.batches.services.comparisons import ResponseInput, comparison_create
+from backend.batches.services.prompts import dialogue_continue, prompt_create
+from backend.checkpoints.models import Checkpoint
+from backend.errors import NotFound
+
+PROMPT_NOT_FOUND = "No prompt with this id."
+
+
+def _created_or_ok(created: bool) -> int:
+    return status.HTTP_201_CREATED if created else status.HTTP_200_OK
+
+
+def _paginated(request: Request, view: APIView, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+class BatchProgressSerializer(serializers.Serializer):
+    comparisons = serializers.IntegerField()
+    held_out = serializers.IntegerField()
+    complete = serializers.IntegerField()
+    annotations = serializers.IntegerField()
+    skips = serializers.IntegerField()
+    live_leases = serializers.IntegerField()
+    target_annotations = serializers.IntegerField()
+    fraction_done = serializers.FloatField()
+
+
+class BatchAnnotatorSerializer(serializers.ModelSerializer):
+    """What an annotator sees of a batch: no sampling plan."""
+
+    class Meta:
+        model = Batch
+        fields = ["id", "name", "iso_week", "focus", "status", "opens_at", "closes_at", "guidelines"]
+
+
+class BatchStaffSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "name",
+            "iso_week",
+            "focus",
+            "status",
+            "checkpoints",
+            "temperatures",
+            "top_p",
+            "max_new_tokens",
+            "target_comparisons",
+            "overlap",
+            "held_out_size",
+            "held_out_fraction",
+            "opens_at",
+            "closes_at",
+            "guidelines",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
+
+
+def _batch_serializer(request: Request) -> type[serializers.ModelSerializer]:
+    if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER):
+        return BatchStaffSerializer
+    return BatchAnnotatorSerializer
+
+
+class BatchListCreateApi(APIView):
+    """GET: batches you may see (annotators: open ones). POST: create a draft batch (admins)."""
+
+    @extend_schema_serializer(component_name="BatchCreateInput")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        focus = serializers.ChoiceField(choices=Focus.choices, default=Focus.HELPFULNESS)
+        iso_week = serializers.CharField(max_length=8, required=False, default="", allow_blank=True)
+        checkpoints = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, default=list)
+        temperatures = serializers.ListField(
+            child=serializers.FloatField(), required=False, default=list, max_length=32
+        )
+        top_p = serializers.FloatField(default=0.9)
+        max_new_tokens = serializers.IntegerField(default=512)
+        target_comparisons = serializers.IntegerField(min_value=1, max_value=10_000_000)
+        overlap = serializers.IntegerField(default=1)
+        held_out_size = serializers.IntegerField(default=1000, min_value=0)
+        held_out_fraction = serializers.FloatField(default=0.1)
+        opens_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        closes_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        guidelines = serializers.CharField(required=False, allow_blank=True, default="", max_length=100_000)
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsBatchAdmin()] if self.request.method == "POST" else [IsAnyRole()]
+
+    @extend_schema(responses=BatchStaffSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginated(request, self, batch_list(user=request.user), _batch_serializer(request))
+
+    @extend_schema(request=InputSerializer, responses={201: BatchStaffSerializer, 200: BatchStaffSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        batch, created = batch_create(
+            checkpoint_ids=values.pop("checkpoints"), created_by=request.user, **values
+        )
+        return Response(BatchStaffSerializer(batch).data, status=_created_or_ok(created))
+
+
+class BatchDetailApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema_serializer(component_name="BatchDetail")
+    class OutputSerializer(BatchStaffSerializer):
+        progress = serializers.SerializerMethodField()
+
+        class Meta(BatchStaffSerializer.Meta):
+            fields = [*BatchStaffSerializer.Meta.fields, "progress"]
+
+        def get_progress(self, batch: Batch) -> dict[str, Any]:
+            progress = batch_progress(batch=batch)
+            return dict(BatchProgressSerializer(progress).data)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, batch_id: int) -> Response:
+        batch = batch_get(batch_id=batch_id, user=request.user)
+        serializer = self.OutputSerializer if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER) else (
+            BatchAnnotatorSerializer
+        )
+        return Response(serializer(batch).data)
+
+
+class BatchOpenApi(APIView):
+    permission_classes = [IsBatchAdmin]
+
+    @extend_schema(request=None, responses=BatchStaffSerializer)
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = batch_open(batch=get_object_or_404(Batch, pk=batch_id))
+        return Response(BatchStaffSerializer(batch).data)
+
+
+class BatchCloseApi(APIView):
+    permission_classes = [IsBatchAdmin]
+
+    @extend_schema(request=None, responses=BatchStaffSerializer)
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = batch_close(batch=get_object_or_404(Batch, pk=batch_id))
+        return Response(BatchStaffSerializer(batch).data)
+
+
+# --- comparisons (staff view, with provenance) ---------------------------------------------------
+
+
+class ResponseProvenanceSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    checkpoint = serializers.IntegerField(source="checkpoint_id")
+    text = serializers.CharField()
+    temperature = serializers.FloatField()
+    top_p = serializers.FloatField()
+    seed = serializers.IntegerField(allow_null=True)
+    max_new_tokens = serializers.IntegerField(allow_null=True)
+    prompt_tokens = serializers.IntegerField(allow_null=True)
+    completion_tokens = serializers.IntegerField(allow_null=True)
+    finish_reason = serializers.CharField()
+    latency_ms = serializers.IntegerField(allow_null=True)
+    engine = serializers.CharField()
+
+
+class ComparisonStaffSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    batch = serializers.IntegerField(source="batch_id")
+    prompt = serializers.IntegerField(source="prompt_id")
+    prompt_text = serializers.CharField(source="prompt.text")
+    first_response = ResponseProvenanceSerializer()
+    second_response = ResponseProvenanceSerializer()
+    is_held_out = serializers.BooleanField()
+    annotation_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ResponseInputSerializer(serializers.Serializer):
+    checkpoint = serializers.PrimaryKeyRelatedField(queryset=Checkpoint.objects.all())
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=100_000)
+    temperature = serializers.FloatField(min_value=0, max_value=2)
+    top_p = serializers.FloatField(default=1.0)
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None)
+    max_new_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    prompt_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    completion_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    finish_reason = serializers.ChoiceField(choices=["stop", "length"], default="stop")
+    latency_ms = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    engine = serializers.CharField(required=False, default="", allow_blank=True, max_length=32)
+
+
+class BatchComparisonListCreateApi(APIView):
+    """GET: the batch's comparisons with full provenance (staff). POST: add a pair (admins)."""
+
+    @extend_schema_serializer(component_name="ComparisonCreateInput")
+    class InputSerializer(serializers.Serializer):
+        prompt = serializers.IntegerField(min_value=1)
+        first_response = ResponseInputSerializer()
+        second_response = ResponseInputSerializer()
+        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsBatchAdmin()] if self.request.method == "POST" else [IsStaffRole()]
+
+    @extend_schema(responses=ComparisonStaffSerializer(many=True))
+    def get(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(Batch, pk=batch_id)
+        comparisons = Comparison.objects.filter(batch=batch).select_related(
+            "prompt", "first_response", "second_response"
+        )
+        return _paginated(request, self, comparisons, ComparisonStaffSerializer)
+
+    @extend_schema(request=InputSerializer, responses={201: ComparisonStaffSerializer})
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(Batch, pk=batch_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        prompt = Prompt.objects.filter(pk=values["prompt"]).first()
+        if prompt is None:
+            raise NotFound(PROMPT_NOT_FOUND)
+        comparison, created = comparison_create(
+            batch=batch,
+            prompt=prompt,
+            first=ResponseInput(**values["first_response"]),
+            second=ResponseInput(**values["second_response"]),
+            client_key=values["client_key"],
+        )
+        return Response(ComparisonStaffSerializer(comparison).data, status=_created_or_ok(created))
+
+
+# --- the annotator's loop: next, submit, skip --------------------------------------------------------
+
+
+class TurnSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class AssignmentDisplaySerializer(serializers.Serializer):
+    """A comparison as the annotator sees it: sides A/B in the lease's order, no model identity."""
+
+    id = serializers.IntegerField()
+    batch = serializers.IntegerField(source="comparison.batch_id")
+    focus = serializers.CharField(source="comparison.batch.focus")
+    status = serializers.CharField()
+    context = serializers.SerializerMethodField()
+    prompt = serializers.CharField(source="comparison.prompt.text")
+    response_a = serializers.SerializerMethodField()
+    response_b = serializers.SerializerMethodField()
+    leased_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+    def get_context(self, assignment: Assignment) -> list[dict[str, str]]:
+        turns = prompt_context(prompt=assignment.comparison.prompt)
+        return [{"role": turn.role, "content": turn.content} for turn in turns]
+
+    def _sides(self, assignment: Assignment) -> tuple[str, str]:
+        comparison = assignment.comparison
+        first, second = comparison.first_response.text, comparison.second_response.text
+        return (second, first) if assignment.swap else (first, second)
+
+    def get_response_a(self, assignment: Assignment) -> str:
+        return self._sides(assignment)[0]
+
+    def get_response_b(self, assignment: Assignment) -> str:
+        return self._sides(assignment)[1]
+
+
+class AssignmentNextApi(APIView):
+    """Lease the next comparison of a batch: 200 with it, or 204 when there is nothing left for you."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        request=None,
+        responses={200: AssignmentDisplaySerializer, 204: OpenApiResponse(description="Nothing left for you.")},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = batch_get(batch_id=batch_id, user=request.user)
+        assignment = assignment_lease_next(batch=batch, annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment.pk)).data)
+
+
+class AssignmentDetailApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(responses=AssignmentDisplaySerializer)
+    def get(self, request: Request, assignment_id: int) -> Response:
+        get_object_or_404(Assignment, pk=assignment_id, annotator=request.user)
+        return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment_id)).data)
+
+
+class AnnotationOutputSerializer(serializers.Serializer):
+    """An annotation as its author sees it: the side as displayed, never the model behind it."""
+
+    id = serializers.IntegerField()
+    assignment = serializers.IntegerField(source="assignment_id")
+    comparison = serializers.IntegerField(source="comparison_id")
+    batch = serializers.IntegerField(source="comparison.batch_id")
+    choice = serializers.CharField()
+    strength = serializers.CharField()
+    safety_label = serializers.CharField()
+    skip_reason = serializers.CharField()
+    comment = serializers.CharField()
+    time_spent_ms = serializers.IntegerField()
+    idempotency_key = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class AnnotationStaffSerializer(AnnotationOutputSerializer):
+    annotator = serializers.IntegerField(source="annotator_id")
+    chosen_response = serializers.IntegerField(source="chosen_response_id", allow_null=True)
+    rejected_response = serializers.IntegerField(source="rejected_response_id", allow_null=True)
+
+
+class AssignmentSubmitApi(APIView):
+    """Submit a judgement. Retrying with the same idempotency_key returns the stored one (200)."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema_serializer(component_name="AnnotationSubmitInput")
+    class InputSerializer(serializers.Serializer):
+        choice = serializers.CharField(max_length=8)
+        strength = serializers.CharField(max_length=64)
+        safety_label = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=5_000)
+        time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
+        idempotency_key = serializers.CharField(max_length=64)
+
+    @extend_schema(request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation, created = annotation_submit(
+            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+        )
+        return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema_serializer(component_name="AssignmentSkipInput")
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.ChoiceField(choices=SkipReason.choices)
+        comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=5_000)
+        time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
+        idempotency_key = serializers.CharField(max_length=64)
+
+    @extend_schema(request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation, created = assignment_skip(
+            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+        )
+        return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
+
+
+class AnnotationListApi(APIView):
+    """Your annotations (annotators), or everyone's (admins, researchers); filter with ?batch=ID."""
+
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=AnnotationStaffSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        annotations = annotation_list(user=request.user)
+        batch_id = request.query_params.get("batch")
+        if batch_id is not None:
+            if not batch_id.isdigit():
+                raise serializers.ValidationError({"batch": ["batch must be a batch id (an integer)."]})
+            annotations = annotations.filter(comparison__batch_id=int(batch_id))
+        serializer = (
+            AnnotationStaffSerializer
+            if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER)
+            else AnnotationOutputSerializer
+        )
+        return _paginated(request, self, annotations, serializer)
+
+
+# --- prompts and dialogues -------------------------------------------------------------------------
+
+
+class PromptOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Prompt
+        fields = ["id", "text", "source", "is_safety", "is_adversarial", "tags", "dialogue", "created_at"]
+
+
+class PromptListCreateApi(APIView):
+    """GET: the prompt pool (staff) or your own prompts. POST: write a prompt (any role)."""
+
+    permission_classes = [IsAnyRole]
+
+    @extend_schema_serializer(component_name="PromptCreateInput")
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(max_length=20_000)
+        is_safety = serializers.BooleanField(default=False)
+        is_adversarial = serializers.BooleanField(default=False)
+        tags = serializers.ListField(
+            child=serializers.CharField(max_length=50), required=False, default=list, max_length=20
+        )
+        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+
+    @extend_schema(responses=PromptOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginated(request, self, prompt_list(user=request.user), PromptOutputSerializer)
+
+    @extend_schema(request=InputSerializer, responses={201: PromptOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        source = (
+            PromptSource.POOL if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER) else PromptSource.ANNOTATOR
+        )
+        prompt, created = prompt_create(author=request.user, source=source, **data.validated_data)
+        return Response(PromptOutputSerializer(prompt).data, status=_created_or_ok(created))
+
+
+class AnnotationContinueApi(APIView):
+    """Continue the dialogue from your annotation: the chosen response becomes context for your next turn."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema_serializer(component_name="DialogueContinueInput")
+    class InputSerializer(serializers.Serializer):
+        next_message = serializers.CharField(max_length=20_000)
+        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+
+    @extend_schema(request=InputSerializer, responses={201: PromptOutputSerializer})
+    def post(self, request: Request, annotation_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        prompt, created = dialogue_continue(annotation_id=annotation_id, annotator=request.user, **data.validated_data)
+        return Response(PromptOutputSerializer(prompt).data, status=_created_or_ok(created))

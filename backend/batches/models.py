@@ -1,0 +1,297 @@
+"""Prompts and dialogues, weekly batches, the response pairs shown to annotators, leases and judgements.
+
+The Llama 2 protocol (section 3.2.1) in data: a Comparison pairs two Responses to one Prompt; an
+Assignment is one annotator's lease on it, with the display order fixed by its swap flag; an
+Annotation is the forced choice with its strength and, in safety batches, its safety label.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from backend.checkpoints.models import Checkpoint
+
+
+class Strength(models.TextChoices):
+    """How much better the chosen response is, in the paper's four levels (strongest first)."""
+
+    SIGNIFICANTLY_BETTER = "significantly_better", "Significantly better"
+    BETTER = "better", "Better"
+    SLIGHTLY_BETTER = "slightly_better", "Slightly better"
+    NEGLIGIBLY_BETTER_OR_UNSURE = "negligibly_better_or_unsure", "Negligibly better / unsure"
+
+
+class SafetyLabel(models.TextChoices):
+    CHOSEN_SAFE_OTHER_UNSAFE = "chosen_safe_other_unsafe", "Chosen is safe, the other is unsafe"
+    BOTH_SAFE = "both_safe", "Both are safe"
+    BOTH_UNSAFE = "both_unsafe", "Both are unsafe"
+
+
+class Focus(models.TextChoices):
+    HELPFULNESS = "helpfulness", "Helpfulness"
+    SAFETY = "safety", "Safety"
+
+
+class Side(models.TextChoices):
+    """A response as the annotator saw it: A on the left, B on the right."""
+
+    A = "a", "Response A"
+    B = "b", "Response B"
+
+
+class SkipReason(models.TextChoices):
+    BOTH_EMPTY = "both_empty", "Both responses are empty or broken"
+    PROMPT_UNUSABLE = "prompt_unusable", "The prompt is unusable"
+    IDENTICAL = "identical", "The responses are identical"
+    NOT_MY_EXPERTISE = "not_my_expertise", "Outside my expertise"
+    OTHER = "other", "Other (say why in the comment)"
+
+
+class PromptSource(models.TextChoices):
+    ANNOTATOR = "annotator", "Written by an annotator"
+    POOL = "pool", "Imported prompt pool"
+    DIALOGUE = "dialogue", "Next turn of a dialogue"
+
+
+class Dialogue(models.Model):
+    """A multi-turn conversation; its turns are the context that precedes a prompt."""
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Dialogue {self.pk}"
+
+
+class Turn(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField(help_text="0-based position in the dialogue.")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField()
+
+    class Meta:
+        ordering = ["dialogue", "index"]
+        constraints = [models.UniqueConstraint(fields=["dialogue", "index"], name="turn_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.dialogue_id}#{self.index} {self.role}"
+
+
+class Prompt(models.Model):
+    """The user message the two responses answer; `dialogue` (if any) holds the turns before it."""
+
+    text = models.TextField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="prompts",
+    )
+    source = models.CharField(max_length=16, choices=PromptSource.choices, default=PromptSource.POOL)
+    is_safety = models.BooleanField(default=False, help_text="Tagged safety: PPO scores it with the safety RM.")
+    is_adversarial = models.BooleanField(default=False, help_text="Written to elicit unsafe behaviour.")
+    tags = models.JSONField(default=list, blank=True, help_text="Further free-form tags (strings).")
+    dialogue = models.ForeignKey(Dialogue, null=True, blank=True, on_delete=models.CASCADE, related_name="prompts")
+    client_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Client idempotency key: the same author and key create one prompt.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_key"],
+                condition=~Q(client_key=""),
+                name="prompt_unique_client_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class Batch(models.Model):
+    """A week's annotation work: what to sample, how much to collect, and when."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SAMPLING = "sampling", "Sampling"
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    name = models.CharField(max_length=200, unique=True)
+    iso_week = models.CharField(max_length=8, help_text="ISO week the batch belongs to, e.g. '2026-W48'.")
+    focus = models.CharField(max_length=16, choices=Focus.choices, default=Focus.HELPFULNESS)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    checkpoints = models.ManyToManyField(
+        Checkpoint,
+        related_name="batches",
+        blank=True,
+        help_text="Policy checkpoints to sample from (latest and previous, per the protocol).",
+    )
+    temperatures = models.JSONField(default=list, help_text="Temperature grid for sampling, e.g. [0.7, 1.0].")
+    top_p = models.FloatField(default=0.9)
+    max_new_tokens = models.PositiveIntegerField(default=512)
+    target_comparisons = models.PositiveIntegerField(help_text="How many comparisons to collect.")
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Annotators per comparison.")
+    held_out_size = models.PositiveIntegerField(
+        default=1000, help_text="Comparisons held out as this batch's test set (capped by held_out_fraction)."
+    )
+    held_out_fraction = models.FloatField(
+        default=0.1, help_text="Cap on the held-out share, for batches too small for held_out_size."
+    )
+    opens_at = models.DateTimeField(null=True, blank=True)
+    closes_at = models.DateTimeField(null=True, blank=True)
+    guidelines = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="batch_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(opens_at__isnull=True) | Q(closes_at__isnull=True) | Q(closes_at__gt=models.F("opens_at")),
+                name="batch_closes_after_opens",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Response(models.Model):
+    """One sampled response with every parameter that produced it."""
+
+    class FinishReason(models.TextChoices):
+        STOP = "stop", "Stopped at EOS"
+        LENGTH = "length", "Truncated at max tokens"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="responses")
+    text = models.TextField(blank=True)
+    temperature = models.FloatField()
+    top_p = models.FloatField(default=1.0)
+    seed = models.BigIntegerField(null=True, blank=True)
+    max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=16, choices=FinishReason.choices, default=FinishReason.STOP)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    engine = models.CharField(max_length=32, blank=True, help_text="transformers, vllm, openai, ...")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Response {self.pk} to prompt {self.prompt_id}"
+
+
+class Comparison(models.Model):
+    """The pair shown to annotators. `first`/`second` are storage order; assignments decide A/B."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
+    first_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    second_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    is_held_out = models.BooleanField(default=False, help_text="In the batch's test split; fixed at opening.")
+    client_key = models.CharField(
+        max_length=64, blank=True, help_text="Client idempotency key: one comparison per batch and key."
+    )
+    annotation_count = models.PositiveIntegerField(
+        default=0, help_text="Submitted (not skipped) annotations; kept in step under the row lock."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["batch", "annotation_count", "id"], name="comparison_lease_order")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "client_key"], condition=~Q(client_key=""), name="comparison_unique_client_key"
+            ),
+            models.CheckConstraint(
+                condition=~Q(first_response=models.F("second_response")), name="comparison_two_responses"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk} ({self.batch_id})"
+
+
+class Assignment(models.Model):
+    """One annotator's lease on a comparison. `swap` shows the second response as A."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    swap = models.BooleanField(help_text="True: Response A is the comparison's second response.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-leased_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator")
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "status", "expires_at"], name="assignment_annotator_live"),
+            models.Index(fields=["comparison", "status"], name="assignment_comparison_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Assignment {self.pk}: comparison {self.comparison_id} to {self.annotator_id}"
+
+
+class Annotation(models.Model):
+    """A judgement on an assignment: a forced choice with strength, or a skip with a reason."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="annotation")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="annotations")
+    choice = models.CharField(max_length=1, choices=Side.choices, blank=True, help_text="The side as displayed.")
+    chosen_response = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rejected_response = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    strength = models.CharField(max_length=32, choices=Strength.choices, blank=True)
+    safety_label = models.CharField(max_length=32, choices=SafetyLabel.choices, blank=True)
+    skip_reason = models.CharField(max_length=32, choices=SkipReason.choices, blank=True)
+    comment = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(help_text="Time on task, from the page (or lease to submit).")
+    idempotency_key = models.CharField(max_length=64, help_text="Client key: a retried submit stores one row.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "idempotency_key"], name="annotation_idempotency"),
+            models.CheckConstraint(
+                condition=(
+                    Q(skip_reason="", chosen_response__isnull=False, rejected_response__isnull=False)
+                    & ~Q(choice="")
+                    & ~Q(strength="")
+                )
+                | (~Q(skip_reason="") & Q(choice="", strength="", chosen_response__isnull=True)),
+                name="annotation_judged_or_skipped",
+            ),
+        ]
+        indexes = [models.Index(fields=["comparison", "created_at"], name="annotation_comparison_time")]
+
+    @property
+    def is_skipped(self) -> bool:
+        return bool(self.skip_reason)
+
+    def __str__(self) -> str:
+        return f"Annotation {self.pk} on comparison {self.comparison_id}"

@@ -1,0 +1,106 @@
+"""Reads for the annotation core: what each role may see, and batch progress figures."""
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from backend.accounts.roles import Role, user_has_role
+from backend.batches.models import (
+    Annotation,
+    Assignment,
+    Batch,
+    Comparison,
+    Prompt,
+    Turn,
+)
+from backend.errors import NotFound
+
+BATCH_NOT_FOUND = "No such batch."
+
+
+def batch_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Batch]":
+    """Admins and researchers see every batch; annotators only open ones."""
+    batches = Batch.objects.prefetch_related("checkpoints")
+    if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
+        return batches
+    return batches.filter(status=Batch.Status.OPEN)
+
+
+def batch_get(*, batch_id: int, user: AbstractBaseUser | AnonymousUser) -> Batch:
+    """A batch the user may see; 404 (not 403) otherwise, so existence is not revealed."""
+    batch = batch_list(user=user).filter(pk=batch_id).first()
+    if batch is None:
+        raise NotFound(BATCH_NOT_FOUND)
+    return batch
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    comparisons: int
+    held_out: int
+    complete: int
+    annotations: int
+    skips: int
+    live_leases: int
+    target_annotations: int
+
+    @property
+    def fraction_done(self) -> float:
+        return self.annotations / self.target_annotations if self.target_annotations else 0.0
+
+
+def batch_progress(*, batch: Batch, now: datetime | None = None) -> BatchProgress:
+    now = now or timezone.now()
+    comparisons = Comparison.objects.filter(batch=batch).aggregate(
+        total=Count("id"),
+        held_out=Count("id", filter=Q(is_held_out=True)),
+        complete=Count("id", filter=Q(annotation_count__gte=batch.overlap)),
+    )
+    assignments = Assignment.objects.filter(comparison__batch=batch).aggregate(
+        submitted=Count("id", filter=Q(status=Assignment.Status.SUBMITTED)),
+        skipped=Count("id", filter=Q(status=Assignment.Status.SKIPPED)),
+        live=Count("id", filter=Q(status=Assignment.Status.LEASED, expires_at__gt=now)),
+    )
+    return BatchProgress(
+        comparisons=comparisons["total"],
+        held_out=comparisons["held_out"],
+        complete=comparisons["complete"],
+        annotations=assignments["submitted"],
+        skips=assignments["skipped"],
+        live_leases=assignments["live"],
+        target_annotations=batch.target_comparisons * batch.overlap,
+    )
+
+
+def assignment_for_display(*, assignment_id: int) -> Assignment:
+    """An assignment with everything the comparison page shows, in one query."""
+    return Assignment.objects.select_related(
+        "comparison__batch",
+        "comparison__prompt",
+        "comparison__first_response",
+        "comparison__second_response",
+    ).get(pk=assignment_id)
+
+
+def prompt_context(*, prompt: Prompt) -> list[Turn]:
+    """The dialogue turns that precede the prompt (empty for a single-turn prompt)."""
+    if prompt.dialogue_id is None:
+        return []
+    return list(Turn.objects.filter(dialogue_id=prompt.dialogue_id).order_by("index"))
+
+
+def annotation_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Annotation]":
+    """Admins and researchers see all annotations; annotators see their own."""
+    annotations = Annotation.objects.select_related("comparison")
+    if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
+        return annotations
+    return annotations.filter(annotator=user)
+
+
+def prompt_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Prompt]":
+    """Admins and researchers see the whole pool; annotators see the prompts they wrote."""
+    if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
+        return Prompt.objects.all()
+    return Prompt.objects.filter(author=user)

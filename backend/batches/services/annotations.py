@@ -1,0 +1,328 @@
+"""Leasing comparisons to annotators and recording their judgements (or skips).
+
+Locking: every write that changes how many live assignments a comparison has holds that
+comparison's row lock (`SELECT ... FOR UPDATE`), and counts only after taking it. Leasing takes the
+lock with SKIP LOCKED so concurrent annotators spread over different comparisons instead of
+queueing on one. Submitting locks the assignment, then its comparison: the same order everywhere,
+so there is no deadlock.
+"""
+import secrets
+import string
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from backend.batches.models import (
+    Annotation,
+    Assignment,
+    Batch,
+    Comparison,
+    Focus,
+    SafetyLabel,
+    Side,
+    SkipReason,
+    Strength,
+)
+from backend.errors import Conflict, InvalidInput, NotFound
+
+BATCH_NOT_OPEN = "This batch is not open for annotation."
+BATCH_NOT_IN_WINDOW = "This batch is outside its annotation window."
+ASSIGNMENT_NOT_FOUND = "No such assignment of yours."
+ASSIGNMENT_DONE = "This comparison has already been submitted or skipped."
+LEASE_EXPIRED = "Your lease on this comparison expired and it has been given to other annotators."
+IDEMPOTENCY_KEY_REUSED = "This idempotency_key was already used for a different assignment."
+IDEMPOTENCY_KEY_INVALID = "idempotency_key must be 1-64 letters, digits, '-', '_', ':' or '.'."
+CHOICE_INVALID = "choice must be 'a' or 'b'."
+STRENGTH_INVALID = (
+    "strength must be one of: significantly_better, better, slightly_better, negligibly_better_or_unsure."
+)
+SAFETY_LABEL_REQUIRED = "Safety batches need a safety_label: chosen_safe_other_unsafe, both_safe or both_unsafe."
+SAFETY_LABEL_INVALID = "safety_label must be one of: chosen_safe_other_unsafe, both_safe, both_unsafe."
+SAFETY_LABEL_CHOSEN_UNSAFE = (
+    "You chose a response that is unsafe while the other is safe. The safer response must be the "
+    "chosen one: pick the safe response instead, or label both unsafe if neither is safe."
+)
+SAFETY_LABEL_NOT_SAFETY_BATCH = "safety_label is only given in safety batches."
+SKIP_REASON_INVALID = "reason must be one of: " + ", ".join(SkipReason.values) + "."
+SKIP_OTHER_NEEDS_COMMENT = "Say why in the comment when the reason is 'other'."
+COMMENT_TOO_LONG = "The comment is longer than {limit} characters."
+TIME_SPENT_INVALID = "time_spent_ms must be between 0 and 86,400,000 (24 hours)."
+
+# The one combination the protocol forbids; it is named so the refusal can say why.
+CHOSEN_UNSAFE_OTHER_SAFE = "chosen_unsafe_other_safe"
+MAX_COMMENT_CHARS = 5_000
+MAX_TIME_SPENT_MS = 86_400_000
+# Leasing retries when every free comparison was momentarily locked by other annotators.
+LEASE_ATTEMPTS = 8
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_:.")
+
+
+def _live_assignments(comparison_id: int, now: datetime) -> "QuerySet[Assignment]":
+    """Assignments that hold a place in the comparison's overlap: submitted, or leased and unexpired."""
+    return Assignment.objects.filter(comparison_id=comparison_id).filter(
+        Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.LEASED, expires_at__gt=now)
+    )
+
+
+def _check_batch_accepting(batch: Batch, now: datetime) -> None:
+    if batch.status != Batch.Status.OPEN:
+        raise Conflict(BATCH_NOT_OPEN)
+    if (batch.opens_at and now < batch.opens_at) or (batch.closes_at and now >= batch.closes_at):
+        raise Conflict(BATCH_NOT_IN_WINDOW)
+
+
+def _free_comparisons(batch: Batch, annotator: AbstractBaseUser, now: datetime) -> "QuerySet[Comparison]":
+    """Comparisons this annotator has never had, whose overlap is not (yet) full, fewest annotations first."""
+    live = Assignment.objects.filter(comparison=OuterRef("pk")).filter(
+        Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.LEASED, expires_at__gt=now)
+    )
+    # The live-count filter here is a pre-filter on a snapshot; the count is taken again under the lock.
+    full = Exists(live.values("comparison").annotate().order_by()[batch.overlap - 1 : batch.overlap])
+    mine = Exists(Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator))
+    return (
+        Comparison.objects.filter(batch=batch, annotation_count__lt=batch.overlap)
+        .filter(~mine)
+        .filter(~full)
+        .order_by("annotation_count", "id")
+    )
+
+
+def assignment_current(*, batch: Batch, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+    """The annotator's unexpired, unsubmitted lease in this batch, if any."""
+    return (
+        Assignment.objects.filter(
+            annotator=annotator,
+            comparison__batch=batch,
+            status=Assignment.Status.LEASED,
+            expires_at__gt=now,
+        )
+        .order_by("leased_at")
+        .first()
+    )
+
+
+def assignment_lease_next(
+    *, batch: Batch, annotator: AbstractBaseUser, now: datetime | None = None
+) -> Assignment | None:
+    """Lease the next comparison to an annotator, or None when the batch has nothing left for them.
+
+    Asking again while a lease is live returns the same lease (a retried request is harmless).
+    Never beyond the batch's overlap, never the same comparison twice to one annotator; a lease
+    that expires gives its place back to the pool.
+    """
+    now = now or timezone.now()
+    _check_batch_accepting(batch, now)
+    current = assignment_current(batch=batch, annotator=annotator, now=now)
+    if current is not None:
+        return current
+    lease = timedelta(seconds=settings.ASSIGNMENT_LEASE_SECONDS)
+    for _ in range(LEASE_ATTEMPTS):
+        with transaction.atomic():
+            candidates = _free_comparisons(batch, annotator, now)
+            comparison = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+            if comparison is None:
+                if not candidates.exists():
+                    return None
+                continue  # every free comparison was locked by a concurrent lease: look again
+            if _live_assignments(comparison.pk, now).count() >= batch.overlap:
+                continue  # filled between the snapshot and the lock
+            return Assignment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                swap=bool(secrets.randbits(1)),
+                leased_at=now,
+                expires_at=now + lease,
+            )
+    return None
+
+
+def _check_idempotency_key(key: str) -> str:
+    if not key or len(key) > 64 or not set(key) <= _KEY_CHARS:
+        raise InvalidInput(IDEMPOTENCY_KEY_INVALID, field="idempotency_key")
+    return key
+
+
+def _check_comment(comment: str) -> str:
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise InvalidInput(COMMENT_TOO_LONG.format(limit=MAX_COMMENT_CHARS), field="comment")
+    return comment.strip()
+
+
+def _check_time_spent(time_spent_ms: int | None) -> int | None:
+    if time_spent_ms is not None and (
+        isinstance(time_spent_ms, bool) or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS
+    ):
+        raise InvalidInput(TIME_SPENT_INVALID, field="time_spent_ms")
+    return time_spent_ms
+
+
+def _check_safety_label(focus: str, safety_label: str) -> str:
+    if safety_label == CHOSEN_UNSAFE_OTHER_SAFE:
+        raise InvalidInput(SAFETY_LABEL_CHOSEN_UNSAFE, field="safety_label")
+    if focus == Focus.SAFETY:
+        if not safety_label:
+            raise InvalidInput(SAFETY_LABEL_REQUIRED, field="safety_label")
+        if safety_label not in SafetyLabel.values:
+            raise InvalidInput(SAFETY_LABEL_INVALID, field="safety_label")
+    elif safety_label:
+        raise InvalidInput(SAFETY_LABEL_NOT_SAFETY_BATCH, field="safety_label")
+    return safety_label
+
+
+def _existing_for_key(annotator: AbstractBaseUser, key: str, assignment_id: int) -> Annotation | None:
+    existing = Annotation.objects.filter(annotator=annotator, idempotency_key=key).first()
+    if existing is not None and existing.assignment_id != assignment_id:
+        raise Conflict(IDEMPOTENCY_KEY_REUSED)
+    return existing
+
+
+def _record(
+    *,
+    assignment_id: int,
+    annotator: AbstractBaseUser,
+    idempotency_key: str,
+    fields: dict[str, object],
+    now: datetime,
+) -> tuple[Annotation, bool]:
+    """Store one annotation on a leased assignment, exactly once per idempotency key.
+
+    `fields` are the judgement (choice, strength, ...) or the skip; returns (annotation, created).
+    """
+    existing = _existing_for_key(annotator, idempotency_key, assignment_id)
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            assignment = (
+                Assignment.objects.select_for_update()
+                .select_related("comparison__batch")
+                .filter(pk=assignment_id, annotator=annotator)
+                .first()
+            )
+            if assignment is None:
+                raise NotFound(ASSIGNMENT_NOT_FOUND)
+            comparison = Comparison.objects.select_for_update().get(pk=assignment.comparison_id)
+            if assignment.status != Assignment.Status.LEASED:
+                # A concurrent retry with the same key may have stored it while we waited for the lock.
+                existing = _existing_for_key(annotator, idempotency_key, assignment_id)
+                if existing is not None:
+                    return existing, False
+                raise Conflict(ASSIGNMENT_DONE)
+            is_skip = bool(fields.get("skip_reason"))
+            if assignment.expires_at <= now and not is_skip:
+                others = _live_assignments(comparison.pk, now).exclude(pk=assignment.pk).count()
+                if others >= assignment.comparison.batch.overlap:
+                    raise Conflict(LEASE_EXPIRED)
+            if fields.get("time_spent_ms") is None:
+                fields["time_spent_ms"] = int((now - assignment.leased_at).total_seconds() * 1000)
+            if not is_skip:
+                shown_a, shown_b = (
+                    (comparison.second_response_id, comparison.first_response_id)
+                    if assignment.swap
+                    else (comparison.first_response_id, comparison.second_response_id)
+                )
+                chosen, rejected = (shown_a, shown_b) if fields["choice"] == Side.A else (shown_b, shown_a)
+                fields.update(chosen_response_id=chosen, rejected_response_id=rejected)
+            annotation = Annotation.objects.create(
+                assignment=assignment,
+                annotator=annotator,
+                comparison=comparison,
+                idempotency_key=idempotency_key,
+                **fields,
+            )
+            assignment.status = Assignment.Status.SKIPPED if is_skip else Assignment.Status.SUBMITTED
+            assignment.save(update_fields=["status"])
+            if not is_skip:
+                Comparison.objects.filter(pk=comparison.pk).update(annotation_count=F("annotation_count") + 1)
+            annotation.assignment = assignment
+            return annotation, True
+    except IntegrityError:
+        # The same key raced in on another connection and committed first.
+        existing = _existing_for_key(annotator, idempotency_key, assignment_id)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def _batch_focus(assignment_id: int, annotator: AbstractBaseUser) -> str:
+    focus = (
+        Assignment.objects.filter(pk=assignment_id, annotator=annotator)
+        .values_list("comparison__batch__focus", flat=True)
+        .first()
+    )
+    if focus is None:
+        raise NotFound(ASSIGNMENT_NOT_FOUND)
+    return focus
+
+
+def annotation_submit(
+    *,
+    assignment_id: int,
+    annotator: AbstractBaseUser,
+    choice: str,
+    strength: str,
+    idempotency_key: str,
+    safety_label: str = "",
+    comment: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> tuple[Annotation, bool]:
+    """Record a forced choice with its strength (and safety label in safety batches).
+
+    Submitting the same idempotency_key again returns the stored annotation: (annotation, False).
+    """
+    idempotency_key = _check_idempotency_key(idempotency_key)
+    if choice not in Side.values:
+        raise InvalidInput(CHOICE_INVALID, field="choice")
+    if strength not in Strength.values:
+        raise InvalidInput(STRENGTH_INVALID, field="strength")
+    comment = _check_comment(comment)
+    time_spent_ms = _check_time_spent(time_spent_ms)
+    existing = _existing_for_key(annotator, idempotency_key, assignment_id)
+    if existing is not None:
+        return existing, False
+    safety_label = _check_safety_label(_batch_focus(assignment_id, annotator), safety_label)
+    return _record(
+        assignment_id=assignment_id,
+        annotator=annotator,
+        idempotency_key=idempotency_key,
+        fields={
+            "choice": choice,
+            "strength": strength,
+            "safety_label": safety_label,
+            "comment": comment,
+            "time_spent_ms": time_spent_ms,
+        },
+        now=now or timezone.now(),
+    )
+
+
+def assignment_skip(
+    *,
+    assignment_id: int,
+    annotator: AbstractBaseUser,
+    reason: str,
+    idempotency_key: str,
+    comment: str = "",
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> tuple[Annotation, bool]:
+    """Skip a comparison with a reason; its place goes back to the pool for other annotators."""
+    idempotency_key = _check_idempotency_key(idempotency_key)
+    if reason not in SkipReason.values:
+        raise InvalidInput(SKIP_REASON_INVALID, field="reason")
+    comment = _check_comment(comment)
+    if reason == SkipReason.OTHER and not comment:
+        raise InvalidInput(SKIP_OTHER_NEEDS_COMMENT, field="comment")
+    time_spent_ms = _check_time_spent(time_spent_ms)
+    return _record(
+        assignment_id=assignment_id,
+        annotator=annotator,
+        idempotency_key=idempotency_key,
+        fields={"skip_reason": reason, "comment": comment, "time_spent_ms": time_spent_ms},
+        now=now or timezone.now(),
+    )

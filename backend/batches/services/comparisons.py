@@ -1,0 +1,80 @@
+"""Adding response pairs to a batch, with the full generation parameters of each response."""
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from backend.batches.models import Batch, Comparison, Prompt, Response
+from backend.checkpoints.models import Checkpoint, CheckpointKind
+from backend.errors import Conflict, InvalidInput
+
+BATCH_NOT_ACCEPTING = "The batch is closed; it takes no new comparisons."
+RESPONSE_CHECKPOINT_NOT_POLICY = "Responses must come from a policy checkpoint."
+RESPONSE_TEMPERATURE_INVALID = "temperature must be 0 or more and at most 2."
+RESPONSE_TOP_P_INVALID = "top_p must be above 0 and at most 1."
+RESPONSE_TOO_LONG = "A response is longer than {limit} characters."
+CLIENT_KEY_INVALID = "client_key must be at most 64 characters."
+MAX_RESPONSE_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class ResponseInput:
+    """One generated response and the parameters that produced it."""
+
+    checkpoint: Checkpoint
+    text: str
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
+    max_new_tokens: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = Response.FinishReason.STOP
+    latency_ms: int | None = None
+    engine: str = ""
+
+
+def _check_response(response: ResponseInput, field: str) -> None:
+    if response.checkpoint.kind != CheckpointKind.POLICY:
+        raise InvalidInput(RESPONSE_CHECKPOINT_NOT_POLICY, field=f"{field}.checkpoint")
+    if not 0 <= response.temperature <= 2:
+        raise InvalidInput(RESPONSE_TEMPERATURE_INVALID, field=f"{field}.temperature")
+    if not 0 < response.top_p <= 1:
+        raise InvalidInput(RESPONSE_TOP_P_INVALID, field=f"{field}.top_p")
+    if len(response.text) > MAX_RESPONSE_CHARS:
+        raise InvalidInput(RESPONSE_TOO_LONG.format(limit=MAX_RESPONSE_CHARS), field=f"{field}.text")
+
+
+def comparison_create(
+    *, batch: Batch, prompt: Prompt, first: ResponseInput, second: ResponseInput, client_key: str = ""
+) -> tuple[Comparison, bool]:
+    """Store two responses to a prompt and pair them in a batch, atomically; returns (comparison, created).
+
+    With a client_key, a retried call returns the comparison the first call made.
+    """
+    if len(client_key) > 64:
+        raise InvalidInput(CLIENT_KEY_INVALID, field="client_key")
+    if client_key:
+        existing = Comparison.objects.filter(batch=batch, client_key=client_key).first()
+        if existing:
+            return existing, False
+    if batch.status == Batch.Status.CLOSED:
+        raise Conflict(BATCH_NOT_ACCEPTING)
+    _check_response(first, "first")
+    _check_response(second, "second")
+    try:
+        with transaction.atomic():
+            first_row, second_row = (
+                Response.objects.create(prompt=prompt, **vars(response)) for response in (first, second)
+            )
+            comparison = Comparison.objects.create(
+                batch=batch,
+                prompt=prompt,
+                first_response=first_row,
+                second_response=second_row,
+                client_key=client_key,
+            )
+    except IntegrityError:
+        if not client_key:
+            raise
+        return Comparison.objects.get(batch=batch, client_key=client_key), False
+    return comparison, True

@@ -1,0 +1,1 @@
+"""The checkpoint registry: policies and reward models, with their lineage."""

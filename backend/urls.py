@@ -1,0 +1,57 @@
+"""URL configuration: the admin, `/healthz`, and the API under /api/v1/ with its schema and docs."""
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
+from rest_framework.authtoken.views import obtain_auth_token
+
+from backend.accounts.apis import MeApi
+from backend.batches import apis as batch_apis
+from backend.checkpoints import apis as checkpoint_apis
+from backend.health import healthz
+
+api_v1 = [
+    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("me/", MeApi.as_view(), name="me"),
+    path("batches/", batch_apis.BatchListCreateApi.as_view(), name="batch-list"),
+    path("batches/<int:batch_id>/", batch_apis.BatchDetailApi.as_view(), name="batch-detail"),
+    path("batches/<int:batch_id>/open/", batch_apis.BatchOpenApi.as_view(), name="batch-open"),
+    path("batches/<int:batch_id>/close/", batch_apis.BatchCloseApi.as_view(), name="batch-close"),
+    path(
+        "batches/<int:batch_id>/comparisons/",
+        batch_apis.BatchComparisonListCreateApi.as_view(),
+        name="batch-comparisons",
+    ),
+    path("batches/<int:batch_id>/next/", batch_apis.AssignmentNextApi.as_view(), name="assignment-next"),
+    path("assignments/<int:assignment_id>/", batch_apis.AssignmentDetailApi.as_view(), name="assignment-detail"),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        batch_apis.AssignmentSubmitApi.as_view(),
+        name="assignment-submit",
+    ),
+    path("assignments/<int:assignment_id>/skip/", batch_apis.AssignmentSkipApi.as_view(), name="assignment-skip"),
+    path("annotations/", batch_apis.AnnotationListApi.as_view(), name="annotation-list"),
+    path(
+        "annotations/<int:annotation_id>/continue/",
+        batch_apis.AnnotationContinueApi.as_view(),
+        name="annotation-continue",
+    ),
+    path("prompts/", batch_apis.PromptListCreateApi.as_view(), name="prompt-list"),
+    path("checkpoints/", checkpoint_apis.CheckpointListCreateApi.as_view(), name="checkpoint-list"),
+    path("checkpoints/<int:checkpoint_id>/", checkpoint_apis.CheckpointDetailApi.as_view(), name="checkpoint-detail"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api-auth/", include("rest_framework.urls")),
+]
