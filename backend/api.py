@@ -1,4 +1,5 @@
 """Project-wide API plumbing: the exception handler that maps service errors to clear 4xx replies."""
+
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError

@@ -1,4 +1,5 @@
 """The Celery app. Configuration lives in the Django settings under the CELERY_ namespace."""
+
 import os
 
 from celery import Celery

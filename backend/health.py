@@ -1,4 +1,5 @@
 """`/healthz`: is the database reachable, and the Celery broker? Only a database failure is fatal."""
+
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse

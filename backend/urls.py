@@ -1,4 +1,5 @@
 """URL configuration: the admin, `/healthz`, and the API under /api/v1/ with its schema and docs."""
+
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView

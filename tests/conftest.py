@@ -3,6 +3,7 @@
 Tests marked `postgres` or `redis` need the real servers. Locally they are skipped when
 DATABASE_URL / CELERY_BROKER_URL do not point at them; under CI (CI=true) that is a failure.
 """
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """Test data builders: small functions that make valid objects through the services."""
+
 import itertools
 from datetime import datetime
 

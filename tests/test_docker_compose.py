@@ -76,9 +76,7 @@ def command_segments(service: dict[str, Any]) -> list[list[str]]:
     `sh -c "a && b"` is unwrapped; a leading `exec` is dropped.
     """
     command = service.get("command") or []
-    tokens = (
-        shlex.split(command) if isinstance(command, str) else [str(t) for t in command]
-    )
+    tokens = shlex.split(command) if isinstance(command, str) else [str(t) for t in command]
     if len(tokens) >= 3 and tokens[0] in ("sh", "bash") and tokens[1] == "-c":
         tokens = shlex.split(tokens[2])
     segments: list[list[str]] = [[]]
@@ -130,9 +128,7 @@ def assert_import_target(target: str, what: str) -> None:
     module, _, attr = target.partition(":")
     source = module_source(module)
     assert source is not None, f"{what}: module {module!r} not found"
-    assert not attr or defines(source, attr), (
-        f"{what}: {source} does not define {attr!r}"
-    )
+    assert not attr or defines(source, attr), f"{what}: {source} does not define {attr!r}"
 
 
 def declared_queues() -> set[str]:
@@ -169,28 +165,20 @@ def check_celery(tokens: list[str], where: str) -> None:
     app_module = apps[0].partition(":")[0]
     sources = [module_source(m) for m in (f"{app_module}.celery", app_module)]
     assert any(s is not None and "Celery(" in s.read_text() for s in sources), (
-        f"{where}: `-A {apps[0]}` but neither {app_module}/celery.py nor "
-        f"{app_module}/__init__.py creates a Celery app"
+        f"{where}: `-A {apps[0]}` but neither {app_module}/celery.py nor {app_module}/__init__.py creates a Celery app"
     )
-    queues = {
-        q for value in option_values(tokens, "-Q", "--queues") for q in value.split(",")
-    }
+    queues = {q for value in option_values(tokens, "-Q", "--queues") for q in value.split(",")}
     missing = queues - declared_queues()
     assert not missing, (
-        f"{where}: consumes queue(s) {sorted(missing)} that backend/settings does not "
-        f'declare as Queue("name")'
+        f'{where}: consumes queue(s) {sorted(missing)} that backend/settings does not declare as Queue("name")'
     )
     for scheduler in option_values(tokens, "-S", "--scheduler"):
         assert_import_target(scheduler, f"{where}: --scheduler")
 
 
 def check_gunicorn(tokens: list[str], where: str) -> None:
-    app_specs = [
-        t for t in tokens[1:] if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", t)
-    ]
-    assert len(app_specs) == 1, (
-        f"{where}: expected one `module:attr` WSGI app, got {app_specs}"
-    )
+    app_specs = [t for t in tokens[1:] if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", t)]
+    assert len(app_specs) == 1, f"{where}: expected one `module:attr` WSGI app, got {app_specs}"
     assert_import_target(app_specs[0], f"{where}: gunicorn app")
 
 
@@ -240,9 +228,7 @@ def dockerfile_inputs(path: Path) -> list[str]:
                 continue
             needed += [a for a in args if not a.startswith("--")][:-1]
         elif instruction == "RUN":
-            needed += [
-                a for a in args if REQUIREMENTS_FILE.match(a) and not a.startswith("/")
-            ]
+            needed += [a for a in args if REQUIREMENTS_FILE.match(a) and not a.startswith("/")]
     return needed
 
 
@@ -266,9 +252,7 @@ def pins(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         name, sep, version = line.split("#", 1)[0].strip().partition("==")
         if sep:
-            result[re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")] = (
-                version.strip()
-            )
+            result[re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")] = version.strip()
     return result
 
 
@@ -289,12 +273,9 @@ def test_dockerfiles_exist(services: dict[str, Any]) -> None:
 def test_files_the_dockerfiles_need_exist(services: dict[str, Any]) -> None:
     for name, context, dockerfile in builds(services):
         for needed in dockerfile_inputs(dockerfile):
-            matches = (
-                list(context.glob(needed)) if needed not in (".", "./") else [context]
-            )
+            matches = list(context.glob(needed)) if needed not in (".", "./") else [context]
             assert matches, (
-                f"{name}: {dockerfile.relative_to(REPO)} needs {needed!r}, which is not "
-                f"in the build context {context}"
+                f"{name}: {dockerfile.relative_to(REPO)} needs {needed!r}, which is not in the build context {context}"
             )
 
 
@@ -304,9 +285,7 @@ def test_app_services_have_commands(services: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_commands_refer_to_code_that_exists(
-    services: dict[str, Any], name: str
-) -> None:
+def test_commands_refer_to_code_that_exists(services: dict[str, Any], name: str) -> None:
     for tokens in command_segments(services[name]):
         check_command(tokens, f"service {name!r}, command {shlex.join(tokens)!r}")
 
@@ -330,21 +309,14 @@ def test_every_declared_queue_has_a_worker(services: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", GPU_SERVICES)
 def test_gpu_services_reserve_a_gpu(services: dict[str, Any], name: str) -> None:
-    devices = (
-        services[name].get("deploy", {}).get("resources", {}).get("reservations", {})
-    ).get("devices", [])
-    assert any(
-        device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", [])
-        for device in devices
-    ), (
+    devices = (services[name].get("deploy", {}).get("resources", {}).get("reservations", {})).get("devices", [])
+    assert any(device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", []) for device in devices), (
         f"{name}: needs deploy.resources.reservations.devices with driver nvidia, capability gpu"
     )
 
 
 @pytest.mark.parametrize("name", GPU_SERVICES)
-def test_gpu_workers_take_one_task_at_a_time(
-    services: dict[str, Any], name: str
-) -> None:
+def test_gpu_workers_take_one_task_at_a_time(services: dict[str, Any], name: str) -> None:
     celery = [t for t in command_segments(services[name]) if t[:1] == ["celery"]]
     assert celery, f"{name}: runs no celery worker"
     for tokens in celery:
@@ -366,34 +338,23 @@ def test_app_services_are_configured(services: dict[str, Any], name: str) -> Non
         assert env.get(variable), f"{name}: {variable} is not set"
     for variable in ("DATABASE_URL", "CELERY_BROKER_URL"):
         host = urlparse(env[variable]).hostname
-        assert host in services, (
-            f"{name}: {variable} points at {host!r}, not a compose service"
-        )
+        assert host in services, f"{name}: {variable} points at {host!r}, not a compose service"
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), (
-        f"{name}: SECRET_KEY must be required from the environment "
-        f"(${{SECRET_KEY:?...}}), not {env['SECRET_KEY']!r}"
+        f"{name}: SECRET_KEY must be required from the environment (${{SECRET_KEY:?...}}), not {env['SECRET_KEY']!r}"
     )
     settings = env["DJANGO_SETTINGS_MODULE"]
-    assert module_source(settings) is not None, (
-        f"{name}: settings module {settings} not found"
-    )
+    assert module_source(settings) is not None, f"{name}: settings module {settings} not found"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_app_services_wait_for_healthy_backends(
-    services: dict[str, Any], name: str
-) -> None:
+def test_app_services_wait_for_healthy_backends(services: dict[str, Any], name: str) -> None:
     depends_on = services[name].get("depends_on") or {}
     for backend in ("postgres", "redis"):
-        assert isinstance(depends_on, dict) and backend in depends_on, (
-            f"{name}: must depend on {backend}"
-        )
+        assert isinstance(depends_on, dict) and backend in depends_on, f"{name}: must depend on {backend}"
         assert depends_on[backend].get("condition") == "service_healthy", (
             f"{name}: must wait for {backend} with condition service_healthy"
         )
-        assert services[backend].get("healthcheck"), (
-            f"{backend}: has no healthcheck to wait for"
-        )
+        assert services[backend].get("healthcheck"), f"{backend}: has no healthcheck to wait for"
 
 
 def test_data_volumes_are_declared(compose: dict[str, Any]) -> None:
@@ -411,8 +372,7 @@ def test_data_volumes_are_shared(services: dict[str, Any], name: str) -> None:
     for volume in DATA_VOLUMES:
         expected = f"{storage_root.rstrip('/')}/{volume}"
         assert mounted.get(volume) == expected, (
-            f"{name}: volume {volume!r} must be mounted at {expected} "
-            f"(STORAGE_ROOT/{volume}); mounts are {mounted}"
+            f"{name}: volume {volume!r} must be mounted at {expected} (STORAGE_ROOT/{volume}); mounts are {mounted}"
         )
 
 
@@ -420,14 +380,6 @@ def test_gpu_requirements_agree_with_requirements_txt() -> None:
     """The sampler image installs requirements-gpu.txt instead of requirements.txt;
     packages pinned in both must have one version, or the images drift apart."""
     cpu, gpu = pins(REPO / "requirements.txt"), pins(REPO / "requirements-gpu.txt")
-    assert "torch" not in gpu, (
-        "requirements-gpu.txt must not pin torch: vLLM pins its own"
-    )
-    differ = {
-        name: (cpu[name], gpu[name])
-        for name in cpu.keys() & gpu.keys()
-        if cpu[name] != gpu[name]
-    }
-    assert not differ, (
-        f"requirements.txt vs requirements-gpu.txt pin different versions: {differ}"
-    )
+    assert "torch" not in gpu, "requirements-gpu.txt must not pin torch: vLLM pins its own"
+    differ = {name: (cpu[name], gpu[name]) for name in cpu.keys() & gpu.keys() if cpu[name] != gpu[name]}
+    assert not differ, f"requirements.txt vs requirements-gpu.txt pin different versions: {differ}"

@@ -1,4 +1,5 @@
 """Who the caller is, and which roles they hold."""
+
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request

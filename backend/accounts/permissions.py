@@ -1,4 +1,5 @@
 """DRF permission classes, one per role; a superuser passes all of them."""
+
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView

@@ -1,4 +1,5 @@
 """Keeping the role groups and their model permissions in place."""
+
 from django.contrib.auth.models import Group, Permission
 
 from backend.accounts.roles import Role

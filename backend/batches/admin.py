@@ -1,4 +1,5 @@
 """Django admin for prompts, batches and their work; batch state changes go through the services."""
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest

@@ -2,6 +2,7 @@
 
 What annotators receive never names a checkpoint, a temperature or which side is which model.
 """
+
 from typing import Any
 
 from drf_spectacular.utils import (
@@ -23,7 +24,7 @@ from backend.accounts.permissions import (
     IsBatchAdmin,
     IsStaffRole,
 )
-from backend.accounts.roles import Role, user_has_role
+from backend.accounts.roles import Role, authenticated_user, user_has_role
 from backend.batches.models import (
     Assignment,
     Batch,
@@ -147,7 +148,7 @@ class BatchListCreateApi(APIView):
 
     @extend_schema(responses=BatchStaffSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return _paginated(request, self, batch_list(user=request.user), _batch_serializer(request))
+        return _paginated(request, self, batch_list(user=authenticated_user(request)), _batch_serializer(request))
 
     @extend_schema(request=InputSerializer, responses={201: BatchStaffSerializer, 200: BatchStaffSerializer})
     def post(self, request: Request) -> Response:
@@ -155,7 +156,7 @@ class BatchListCreateApi(APIView):
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         batch, created = batch_create(
-            checkpoint_ids=values.pop("checkpoints"), created_by=request.user, **values
+            checkpoint_ids=values.pop("checkpoints"), created_by=authenticated_user(request), **values
         )
         return Response(BatchStaffSerializer(batch).data, status=_created_or_ok(created))
 
@@ -176,9 +177,11 @@ class BatchDetailApi(APIView):
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, batch_id: int) -> Response:
-        batch = batch_get(batch_id=batch_id, user=request.user)
-        serializer = self.OutputSerializer if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER) else (
-            BatchAnnotatorSerializer
+        batch = batch_get(batch_id=batch_id, user=authenticated_user(request))
+        serializer = (
+            self.OutputSerializer
+            if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER)
+            else (BatchAnnotatorSerializer)
         )
         return Response(serializer(batch).data)
 
@@ -300,14 +303,14 @@ class AssignmentDisplaySerializer(serializers.Serializer):
     batch = serializers.IntegerField(source="comparison.batch_id")
     focus = serializers.CharField(source="comparison.batch.focus")
     status = serializers.CharField()
-    context = serializers.SerializerMethodField()
+    dialogue = serializers.SerializerMethodField(help_text="The turns before the prompt, oldest first.")
     prompt = serializers.CharField(source="comparison.prompt.text")
     response_a = serializers.SerializerMethodField()
     response_b = serializers.SerializerMethodField()
     leased_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
 
-    def get_context(self, assignment: Assignment) -> list[dict[str, str]]:
+    def get_dialogue(self, assignment: Assignment) -> list[dict[str, str]]:
         turns = prompt_context(prompt=assignment.comparison.prompt)
         return [{"role": turn.role, "content": turn.content} for turn in turns]
 
@@ -333,8 +336,8 @@ class AssignmentNextApi(APIView):
         responses={200: AssignmentDisplaySerializer, 204: OpenApiResponse(description="Nothing left for you.")},
     )
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = batch_get(batch_id=batch_id, user=request.user)
-        assignment = assignment_lease_next(batch=batch, annotator=request.user)
+        batch = batch_get(batch_id=batch_id, user=authenticated_user(request))
+        assignment = assignment_lease_next(batch=batch, annotator=authenticated_user(request))
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment.pk)).data)
@@ -345,7 +348,7 @@ class AssignmentDetailApi(APIView):
 
     @extend_schema(responses=AssignmentDisplaySerializer)
     def get(self, request: Request, assignment_id: int) -> Response:
-        get_object_or_404(Assignment, pk=assignment_id, annotator=request.user)
+        get_object_or_404(Assignment, pk=assignment_id, annotator=authenticated_user(request))
         return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment_id)).data)
 
 
@@ -386,12 +389,14 @@ class AssignmentSubmitApi(APIView):
         time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
         idempotency_key = serializers.CharField(max_length=64)
 
-    @extend_schema(request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer}
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         annotation, created = annotation_submit(
-            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+            assignment_id=assignment_id, annotator=authenticated_user(request), **data.validated_data
         )
         return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
 
@@ -406,12 +411,14 @@ class AssignmentSkipApi(APIView):
         time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
         idempotency_key = serializers.CharField(max_length=64)
 
-    @extend_schema(request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer}
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         annotation, created = assignment_skip(
-            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+            assignment_id=assignment_id, annotator=authenticated_user(request), **data.validated_data
         )
         return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
 
@@ -423,7 +430,7 @@ class AnnotationListApi(APIView):
 
     @extend_schema(responses=AnnotationStaffSerializer(many=True))
     def get(self, request: Request) -> Response:
-        annotations = annotation_list(user=request.user)
+        annotations = annotation_list(user=authenticated_user(request))
         batch_id = request.query_params.get("batch")
         if batch_id is not None:
             if not batch_id.isdigit():
@@ -463,7 +470,7 @@ class PromptListCreateApi(APIView):
 
     @extend_schema(responses=PromptOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return _paginated(request, self, prompt_list(user=request.user), PromptOutputSerializer)
+        return _paginated(request, self, prompt_list(user=authenticated_user(request)), PromptOutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: PromptOutputSerializer})
     def post(self, request: Request) -> Response:
@@ -472,7 +479,7 @@ class PromptListCreateApi(APIView):
         source = (
             PromptSource.POOL if user_has_role(request.user, Role.ADMIN, Role.RESEARCHER) else PromptSource.ANNOTATOR
         )
-        prompt, created = prompt_create(author=request.user, source=source, **data.validated_data)
+        prompt, created = prompt_create(author=authenticated_user(request), source=source, **data.validated_data)
         return Response(PromptOutputSerializer(prompt).data, status=_created_or_ok(created))
 
 
@@ -490,5 +497,7 @@ class AnnotationContinueApi(APIView):
     def post(self, request: Request, annotation_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        prompt, created = dialogue_continue(annotation_id=annotation_id, annotator=request.user, **data.validated_data)
+        prompt, created = dialogue_continue(
+            annotation_id=annotation_id, annotator=authenticated_user(request), **data.validated_data
+        )
         return Response(PromptOutputSerializer(prompt).data, status=_created_or_ok(created))

@@ -4,6 +4,7 @@ The Llama 2 protocol (section 3.2.1) in data: a Comparison pairs two Responses t
 Assignment is one annotator's lease on it, with the display order fixed by its swap flag; an
 Annotation is the forced choice with its strength and, in safety batches, its safety label.
 """
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -220,7 +221,7 @@ class Comparison(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(first_response=models.F("second_response")), name="comparison_two_responses"
-            )
+            ),
         ]
 
     def __str__(self) -> str:
@@ -289,9 +290,9 @@ class Annotation(models.Model):
         ]
         indexes = [models.Index(fields=["comparison", "created_at"], name="annotation_comparison_time")]
 
+    def __str__(self) -> str:
+        return f"Annotation {self.pk} on comparison {self.comparison_id}"
+
     @property
     def is_skipped(self) -> bool:
         return bool(self.skip_reason)
-
-    def __str__(self) -> str:
-        return f"Annotation {self.pk} on comparison {self.comparison_id}"

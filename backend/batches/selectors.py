@@ -1,8 +1,9 @@
 """Reads for the annotation core: what each role may see, and batch progress figures."""
+
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -20,7 +21,7 @@ from backend.errors import NotFound
 BATCH_NOT_FOUND = "No such batch."
 
 
-def batch_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Batch]":
+def batch_list(*, user: User) -> "QuerySet[Batch]":
     """Admins and researchers see every batch; annotators only open ones."""
     batches = Batch.objects.prefetch_related("checkpoints")
     if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
@@ -28,7 +29,7 @@ def batch_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Batch]":
     return batches.filter(status=Batch.Status.OPEN)
 
 
-def batch_get(*, batch_id: int, user: AbstractBaseUser | AnonymousUser) -> Batch:
+def batch_get(*, batch_id: int, user: User) -> Batch:
     """A batch the user may see; 404 (not 403) otherwise, so existence is not revealed."""
     batch = batch_list(user=user).filter(pk=batch_id).first()
     if batch is None:
@@ -91,7 +92,7 @@ def prompt_context(*, prompt: Prompt) -> list[Turn]:
     return list(Turn.objects.filter(dialogue_id=prompt.dialogue_id).order_by("index"))
 
 
-def annotation_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Annotation]":
+def annotation_list(*, user: User) -> "QuerySet[Annotation]":
     """Admins and researchers see all annotations; annotators see their own."""
     annotations = Annotation.objects.select_related("comparison")
     if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
@@ -99,7 +100,7 @@ def annotation_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Anno
     return annotations.filter(annotator=user)
 
 
-def prompt_list(*, user: AbstractBaseUser | AnonymousUser) -> "QuerySet[Prompt]":
+def prompt_list(*, user: User) -> "QuerySet[Prompt]":
     """Admins and researchers see the whole pool; annotators see the prompts they wrote."""
     if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
         return Prompt.objects.all()

@@ -1,4 +1,5 @@
 """Celery tasks of the annotation core: thin wrappers that call services."""
+
 from celery import shared_task
 
 from backend.batches.services.batches import batches_sync_schedule as _sync

@@ -1,4 +1,5 @@
 """The checkpoint registry API: admins and researchers only (annotators never see model identity)."""
+
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import get_object_or_404
@@ -7,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsStaffRole
+from backend.accounts.roles import authenticated_user
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.checkpoints.services import checkpoint_register
 
@@ -25,7 +27,7 @@ class CheckpointListCreateApi(APIView):
         name = serializers.CharField(max_length=200)
         path = serializers.CharField(max_length=1000)
         kind = serializers.ChoiceField(choices=CheckpointKind.choices, default=CheckpointKind.POLICY)
-        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)  # type: ignore[assignment]
         produced_by = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
@@ -49,7 +51,7 @@ class CheckpointListCreateApi(APIView):
             parent_id=values.get("parent"),
             produced_by=values["produced_by"],
             notes=values["notes"],
-            created_by=request.user,
+            created_by=authenticated_user(request),
         )
         return Response(
             CheckpointOutputSerializer(checkpoint).data,

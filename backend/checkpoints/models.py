@@ -1,4 +1,5 @@
 """A registered model checkpoint: a Hugging Face directory that the engines and trainers load."""
+
 from django.conf import settings
 from django.db import models
 

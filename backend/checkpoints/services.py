@@ -1,5 +1,6 @@
 """Registering checkpoints in the registry."""
-from django.contrib.auth.models import AbstractBaseUser
+
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from backend.checkpoints.models import Checkpoint, CheckpointKind
@@ -20,7 +21,7 @@ def checkpoint_register(
     parent_id: int | None = None,
     produced_by: str = "",
     notes: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> tuple[Checkpoint, bool]:
     """Register a checkpoint directory; returns (checkpoint, created).
 

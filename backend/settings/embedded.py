@@ -1,13 +1,17 @@
 """One machine, no services: SQLite under var/, Celery tasks run in-process, DEBUG on."""
+
 import os
 
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
+# Only this one machine's demo and tests use this key; production refuses to start without its own.
+os.environ.setdefault("SECRET_KEY", "embedded-local-only-" + "x" * 40)
 
-from backend.settings.base import *  # noqa: E402,F403
-from backend.settings.base import STORAGE_ROOT  # noqa: E402
+from backend.settings.base import *  # noqa: F403
+from backend.settings.base import STORAGE_ROOT
 
-if not SECRET_KEY:  # noqa: F405
-    SECRET_KEY = "embedded-insecure-key-only-for-one-local-machine"
-
-STORAGE_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = STORAGE_ROOT / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files straight from the apps' folders, no collectstatic needed on one machine.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

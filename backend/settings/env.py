@@ -1,4 +1,5 @@
 """Reading settings from the environment, with parsing that fails loudly on bad values."""
+
 import os
 from pathlib import Path
 from typing import Any

@@ -1,4 +1,5 @@
 """Production: a real SECRET_KEY is required, cookies are secure, DEBUG is off unless asked for."""
+
 from django.core.exceptions import ImproperlyConfigured
 
 from backend.settings.base import *  # noqa: F403

@@ -1,9 +1,10 @@
 """The test suite: embedded defaults unless DATABASE_URL / CELERY_BROKER_URL name real servers."""
+
 import os
 
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 
-from backend.settings.embedded import *  # noqa: E402,F403
+from backend.settings.embedded import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGE_ROOT = BASE_DIR / "var" / "test-storage"  # noqa: F405

@@ -6,12 +6,13 @@ lock with SKIP LOCKED so concurrent annotators spread over different comparisons
 queueing on one. Submitting locks the assignment, then its comparison: the same order everywhere,
 so there is no deadlock.
 """
+
 import secrets
 import string
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -75,7 +76,7 @@ def _check_batch_accepting(batch: Batch, now: datetime) -> None:
         raise Conflict(BATCH_NOT_IN_WINDOW)
 
 
-def _free_comparisons(batch: Batch, annotator: AbstractBaseUser, now: datetime) -> "QuerySet[Comparison]":
+def _free_comparisons(batch: Batch, annotator: User, now: datetime) -> "QuerySet[Comparison]":
     """Comparisons this annotator has never had, whose overlap is not (yet) full, fewest annotations first."""
     live = Assignment.objects.filter(comparison=OuterRef("pk")).filter(
         Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.LEASED, expires_at__gt=now)
@@ -91,7 +92,7 @@ def _free_comparisons(batch: Batch, annotator: AbstractBaseUser, now: datetime) 
     )
 
 
-def assignment_current(*, batch: Batch, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+def assignment_current(*, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
     """The annotator's unexpired, unsubmitted lease in this batch, if any."""
     return (
         Assignment.objects.filter(
@@ -105,9 +106,7 @@ def assignment_current(*, batch: Batch, annotator: AbstractBaseUser, now: dateti
     )
 
 
-def assignment_lease_next(
-    *, batch: Batch, annotator: AbstractBaseUser, now: datetime | None = None
-) -> Assignment | None:
+def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None = None) -> Assignment | None:
     """Lease the next comparison to an annotator, or None when the batch has nothing left for them.
 
     Asking again while a lease is live returns the same lease (a retried request is harmless).
@@ -153,9 +152,7 @@ def _check_comment(comment: str) -> str:
 
 
 def _check_time_spent(time_spent_ms: int | None) -> int | None:
-    if time_spent_ms is not None and (
-        isinstance(time_spent_ms, bool) or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS
-    ):
+    if time_spent_ms is not None and (isinstance(time_spent_ms, bool) or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS):
         raise InvalidInput(TIME_SPENT_INVALID, field="time_spent_ms")
     return time_spent_ms
 
@@ -173,7 +170,7 @@ def _check_safety_label(focus: str, safety_label: str) -> str:
     return safety_label
 
 
-def _existing_for_key(annotator: AbstractBaseUser, key: str, assignment_id: int) -> Annotation | None:
+def _existing_for_key(annotator: User, key: str, assignment_id: int) -> Annotation | None:
     existing = Annotation.objects.filter(annotator=annotator, idempotency_key=key).first()
     if existing is not None and existing.assignment_id != assignment_id:
         raise Conflict(IDEMPOTENCY_KEY_REUSED)
@@ -183,7 +180,7 @@ def _existing_for_key(annotator: AbstractBaseUser, key: str, assignment_id: int)
 def _record(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     idempotency_key: str,
     fields: dict[str, object],
     now: datetime,
@@ -248,7 +245,7 @@ def _record(
         return existing, False
 
 
-def _batch_focus(assignment_id: int, annotator: AbstractBaseUser) -> str:
+def _batch_focus(assignment_id: int, annotator: User) -> str:
     focus = (
         Assignment.objects.filter(pk=assignment_id, annotator=annotator)
         .values_list("comparison__batch__focus", flat=True)
@@ -262,7 +259,7 @@ def _batch_focus(assignment_id: int, annotator: AbstractBaseUser) -> str:
 def annotation_submit(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     choice: str,
     strength: str,
     idempotency_key: str,
@@ -304,7 +301,7 @@ def annotation_submit(
 def assignment_skip(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     reason: str,
     idempotency_key: str,
     comment: str = "",

@@ -1,11 +1,12 @@
 """Creating, opening and closing weekly batches, and fixing each batch's held-out test set."""
+
 import random
 import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -70,7 +71,7 @@ def batch_create(
     *,
     name: str,
     target_comparisons: int,
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     focus: str = Focus.HELPFULNESS,
     iso_week: str = "",
     checkpoint_ids: Sequence[int] = (),

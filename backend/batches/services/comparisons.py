@@ -1,4 +1,5 @@
 """Adding response pairs to a batch, with the full generation parameters of each response."""
+
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction

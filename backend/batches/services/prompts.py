@@ -1,7 +1,8 @@
 """Writing prompts (by annotators or imported into the pool) and continuing dialogues."""
+
 from collections.abc import Sequence
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from backend.batches.models import Annotation, Dialogue, Prompt, PromptSource, Turn
@@ -39,7 +40,7 @@ def _check_tags(tags: Sequence[str]) -> list[str]:
 def prompt_create(
     *,
     text: str,
-    author: AbstractBaseUser | None,
+    author: User | None,
     source: str = PromptSource.POOL,
     is_safety: bool = False,
     is_adversarial: bool = False,
@@ -77,7 +78,7 @@ def prompt_create(
 
 
 def dialogue_continue(
-    *, annotation_id: int, annotator: AbstractBaseUser, next_message: str, client_key: str = ""
+    *, annotation_id: int, annotator: User, next_message: str, client_key: str = ""
 ) -> tuple[Prompt, bool]:
     """Make the next turn of a dialogue: the chosen response becomes context, the annotator's message the prompt.
 
@@ -101,7 +102,7 @@ def dialogue_continue(
     prompt = annotation.comparison.prompt
     with transaction.atomic():
         dialogue = Dialogue.objects.create(created_by=annotator)
-        context = [(t.role, t.content) for t in prompt.dialogue.turns.all()] if prompt.dialogue_id else []
+        context = [(t.role, t.content) for t in prompt.dialogue.turns.all()] if prompt.dialogue else []
         context += [(Turn.Role.USER, prompt.text), (Turn.Role.ASSISTANT, annotation.chosen_response.text)]
         Turn.objects.bulk_create(
             Turn(dialogue=dialogue, index=i, role=role, content=content) for i, (role, content) in enumerate(context)

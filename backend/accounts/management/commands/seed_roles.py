@@ -1,4 +1,5 @@
 """`manage.py seed_roles`: create the annotator, admin and researcher groups with their permissions."""
+
 from typing import Any
 
 from django.core.management.base import BaseCommand

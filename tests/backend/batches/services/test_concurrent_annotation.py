@@ -1,4 +1,5 @@
 """Many annotators leasing and submitting at once, on the real PostgreSQL (row locks, SKIP LOCKED)."""
+
 import threading
 from collections import Counter
 

@@ -57,7 +57,9 @@ def test_retrying_with_the_same_key_makes_one_prompt(annotator):
 def test_a_skip_cannot_be_continued_and_the_message_must_not_be_empty(annotator):
     batch = make_batch(comparisons=1)
     assignment = assignment_lease_next(batch=batch, annotator=annotator)
-    skip, _ = assignment_skip(assignment_id=assignment.pk, annotator=annotator, reason="both_empty", idempotency_key="s")
+    skip, _ = assignment_skip(
+        assignment_id=assignment.pk, annotator=annotator, reason="both_empty", idempotency_key="s"
+    )
     with pytest.raises(Conflict, match=re.escape(CONTINUE_SKIPPED)):
         dialogue_continue(annotation_id=skip.pk, annotator=annotator, next_message="more")
     with pytest.raises(InvalidInput, match=re.escape(PROMPT_TEXT_REQUIRED)):
