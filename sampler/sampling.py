@@ -71,9 +71,7 @@ def batch_sample_prompts(
             )
             for side in (0, 1)
         )
-        comparison, _ = comparison_create(
-            batch=batch, prompt=prompt, first=first, second=second, client_key=f"prompt-{prompt.pk}"
-        )
+        comparison, _ = comparison_create(batch=batch, prompt=prompt, first=first, second=second)
         comparisons.append(comparison)
         if on_pair is not None:
             on_pair(comparison)

@@ -256,7 +256,6 @@ class BatchComparisonListCreateApi(APIView):
         prompt = serializers.IntegerField(min_value=1)
         first_response = ResponseInputSerializer()
         second_response = ResponseInputSerializer()
-        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
 
     def get_permissions(self) -> list[BasePermission]:
         return [IsBatchAdmin()] if self.request.method == "POST" else [IsStaffRole()]
@@ -283,7 +282,6 @@ class BatchComparisonListCreateApi(APIView):
             prompt=prompt,
             first=ResponseInput(**values["first_response"]),
             second=ResponseInput(**values["second_response"]),
-            client_key=values["client_key"],
         )
         return Response(ComparisonStaffSerializer(comparison).data, status=_created_or_ok(created))
 

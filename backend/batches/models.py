@@ -151,6 +151,12 @@ class Batch(models.Model):
     opens_at = models.DateTimeField(null=True, blank=True)
     closes_at = models.DateTimeField(null=True, blank=True)
     guidelines = models.TextField(blank=True)
+    annotators_write_prompts = models.BooleanField(
+        default=False,
+        help_text="Annotators write their own prompts and get a live-sampled pair (the Llama 2 protocol).",
+    )
+    sampling_error = models.TextField(blank=True, help_text="Why sampling stopped, when it failed.")
+    sampled_at = models.DateTimeField(null=True, blank=True, help_text="When pre-sampling reached the target.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
@@ -204,11 +210,11 @@ class Comparison(models.Model):
     first_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     second_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     is_held_out = models.BooleanField(default=False, help_text="In the batch's test split; fixed at opening.")
-    client_key = models.CharField(
-        max_length=64, blank=True, help_text="Client idempotency key: one comparison per batch and key."
-    )
     annotation_count = models.PositiveIntegerField(
         default=0, help_text="Submitted (not skipped) annotations; kept in step under the row lock."
+    )
+    responses_identical = models.BooleanField(
+        default=False, help_text="The two responses were identical even after one re-sample with a new seed."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -216,9 +222,8 @@ class Comparison(models.Model):
         ordering = ["id"]
         indexes = [models.Index(fields=["batch", "annotation_count", "id"], name="comparison_lease_order")]
         constraints = [
-            models.UniqueConstraint(
-                fields=["batch", "client_key"], condition=~Q(client_key=""), name="comparison_unique_client_key"
-            ),
+            # One pair per prompt and batch: a redelivered sampling task or a retried add cannot duplicate it.
+            models.UniqueConstraint(fields=["batch", "prompt"], name="comparison_once_per_prompt"),
             models.CheckConstraint(
                 condition=~Q(first_response=models.F("second_response")), name="comparison_two_responses"
             ),
@@ -296,3 +301,32 @@ class Annotation(models.Model):
     @property
     def is_skipped(self) -> bool:
         return bool(self.skip_reason)
+
+
+class LivePair(models.Model):
+    """A pair sampled on demand for a prompt an annotator just wrote (or a dialogue's next turn).
+
+    The browser polls it by id until it is done; the finished comparison is leased to its author.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for the sampler"
+        DONE = "done", "Sampled"
+        FAILED = "failed", "Sampling failed"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="live_pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="live_pairs")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="live_pairs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    comparison = models.ForeignKey(Comparison, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    assignment = models.ForeignKey(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "prompt"], name="live_pair_once_per_prompt")]
+
+    def __str__(self) -> str:
+        return f"Live pair {self.pk} ({self.status})"

@@ -13,7 +13,6 @@ RESPONSE_CHECKPOINT_NOT_POLICY = "Responses must come from a policy checkpoint."
 RESPONSE_TEMPERATURE_INVALID = "temperature must be 0 or more and at most 2."
 RESPONSE_TOP_P_INVALID = "top_p must be above 0 and at most 1."
 RESPONSE_TOO_LONG = "A response is longer than {limit} characters."
-CLIENT_KEY_INVALID = "client_key must be at most 64 characters."
 MAX_RESPONSE_CHARS = 100_000
 
 
@@ -46,18 +45,21 @@ def _check_response(response: ResponseInput, field: str) -> None:
 
 
 def comparison_create(
-    *, batch: Batch, prompt: Prompt, first: ResponseInput, second: ResponseInput, client_key: str = ""
+    *,
+    batch: Batch,
+    prompt: Prompt,
+    first: ResponseInput,
+    second: ResponseInput,
+    responses_identical: bool = False,
 ) -> tuple[Comparison, bool]:
     """Store two responses to a prompt and pair them in a batch, atomically; returns (comparison, created).
 
-    With a client_key, a retried call returns the comparison the first call made.
+    A batch holds one pair per prompt: a second call for the same prompt (a retry, a redelivered
+    sampling task) returns the pair the first call made and stores nothing.
     """
-    if len(client_key) > 64:
-        raise InvalidInput(CLIENT_KEY_INVALID, field="client_key")
-    if client_key:
-        existing = Comparison.objects.filter(batch=batch, client_key=client_key).first()
-        if existing:
-            return existing, False
+    existing = Comparison.objects.filter(batch=batch, prompt=prompt).first()
+    if existing:
+        return existing, False
     if batch.status == Batch.Status.CLOSED:
         raise Conflict(BATCH_NOT_ACCEPTING)
     _check_response(first, "first")
@@ -72,10 +74,9 @@ def comparison_create(
                 prompt=prompt,
                 first_response=first_row,
                 second_response=second_row,
-                client_key=client_key,
+                responses_identical=responses_identical,
             )
     except IntegrityError:
-        if not client_key:
-            raise
-        return Comparison.objects.get(batch=batch, client_key=client_key), False
+        # A concurrent call for the same prompt committed first; its pair stands.
+        return Comparison.objects.get(batch=batch, prompt=prompt), False
     return comparison, True

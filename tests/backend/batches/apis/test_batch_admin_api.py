@@ -32,13 +32,12 @@ def test_a_batch_is_built_and_opened_over_the_api(client_for, batch_admin):
     )
     assert batch.status_code == 201, batch.content
     batch_id = batch.json()["id"]
-    prompt = make_prompt("Explain rainbows.")
-    for key in ("pair-1", "pair-2", "pair-2"):
+    prompts = [make_prompt("Explain rainbows."), make_prompt("Explain tides.")]
+    for prompt in (prompts[0], prompts[1], prompts[1]):
         added = client.post(
             reverse("batch-comparisons", kwargs={"batch_id": batch_id}),
             {
                 "prompt": prompt.pk,
-                "client_key": key,
                 "first_response": {"checkpoint": latest, "text": "Light refracts.", "temperature": 0.8, "seed": 3},
                 "second_response": {"checkpoint": previous, "text": "Magic.", "temperature": 1.0, "seed": 4},
             },
