@@ -14,6 +14,7 @@ from backend.accounts.apis import MeApi
 from backend.batches import apis as batch_apis
 from backend.checkpoints import apis as checkpoint_apis
 from backend.health import healthz
+from sampler import apis as sampler_apis
 
 api_v1 = [
     path("auth/token/", obtain_auth_token, name="auth-token"),
@@ -28,6 +29,9 @@ api_v1 = [
         name="batch-comparisons",
     ),
     path("batches/<int:batch_id>/next/", batch_apis.AssignmentNextApi.as_view(), name="assignment-next"),
+    path("batches/<int:batch_id>/sample/", sampler_apis.BatchSampleApi.as_view(), name="batch-sample"),
+    path("batches/<int:batch_id>/live-pairs/", sampler_apis.LivePairCreateApi.as_view(), name="live-pair-create"),
+    path("live-pairs/<int:live_pair_id>/", sampler_apis.LivePairDetailApi.as_view(), name="live-pair-detail"),
     path("assignments/<int:assignment_id>/", batch_apis.AssignmentDetailApi.as_view(), name="assignment-detail"),
     path(
         "assignments/<int:assignment_id>/submit/",

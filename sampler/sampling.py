@@ -1,6 +1,7 @@
 """Filling a batch with response pairs: plan the variants, generate, store each pair once."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from backend.batches.models import Batch, Comparison, Prompt
 from backend.batches.selectors import prompt_context
@@ -10,6 +11,8 @@ from backend.checkpoints.selectors import checkpoint_local_path
 from sampler.engines import Engine, GenerationRequest, GenerationResult
 from sampler.planning import plan_pairs, response_seed
 
+SIDES = ("first", "second")
+
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
     """The chat the model answers: the dialogue so far, then the prompt as the user's turn."""
@@ -17,7 +20,7 @@ def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
     return [*turns, {"role": "user", "content": prompt.text}]
 
 
-def _response(
+def _response_input(
     result: GenerationResult, request: GenerationRequest, checkpoint: Checkpoint, engine_name: str
 ) -> ResponseInput:
     return ResponseInput(
@@ -35,6 +38,10 @@ def _response(
     )
 
 
+def _same(first: GenerationResult, second: GenerationResult) -> bool:
+    return first.text.strip() == second.text.strip()
+
+
 def batch_sample_prompts(
     *,
     batch: Batch,
@@ -43,35 +50,51 @@ def batch_sample_prompts(
     engine_name: str,
     on_pair: Callable[[Comparison], None] | None = None,
 ) -> list[Comparison]:
-    """Sample one pair per prompt into the batch. A prompt already paired in the batch is not sampled again."""
+    """Sample one pair per prompt into the batch; returns the batch's pairs for these prompts.
+
+    Every response is drawn with a seed derived from (batch, prompt, side), so a redelivered task draws
+    the same text; a pair whose two responses came out identical has its second side re-sampled once
+    with a new seed, and is flagged `responses_identical` if it is still the same. A prompt already
+    paired in the batch keeps its pair (the database allows one per prompt and batch).
+    """
     checkpoints = {c.pk: c for c in batch.checkpoints.all()}
     plan = plan_pairs(len(prompts), list(checkpoints), list(batch.temperatures))
-    requests: list[GenerationRequest] = []
-    for prompt, pair in zip(prompts, plan, strict=True):
-        for side, variant in zip(("first", "second"), pair, strict=True):
-            requests.append(
-                GenerationRequest(
-                    messages=prompt_messages(prompt),
-                    checkpoint=str(checkpoint_local_path(checkpoint=checkpoints[variant.checkpoint_id])),
-                    temperature=variant.temperature,
-                    top_p=batch.top_p,
-                    max_new_tokens=batch.max_new_tokens,
-                    seed=response_seed(batch.pk, prompt.pk, side),
-                )
-            )
-    results = engine.generate(requests)
-    comparisons = []
-    for index, (prompt, pair) in enumerate(zip(prompts, plan, strict=True)):
-        first, second = (
-            _response(
-                results[2 * index + side],
-                requests[2 * index + side],
-                checkpoints[pair[side].checkpoint_id],
-                engine_name,
-            )
-            for side in (0, 1)
+    requests = [
+        GenerationRequest(
+            messages=prompt_messages(prompt),
+            checkpoint=str(checkpoint_local_path(checkpoint=checkpoints[variant.checkpoint_id])),
+            temperature=variant.temperature,
+            top_p=batch.top_p,
+            max_new_tokens=batch.max_new_tokens,
+            seed=response_seed(batch.pk, prompt.pk, side),
         )
-        comparison, _ = comparison_create(batch=batch, prompt=prompt, first=first, second=second)
+        for prompt, pair in zip(prompts, plan, strict=True)
+        for side, variant in zip(SIDES, pair, strict=True)
+    ]
+    results = engine.generate(requests)
+
+    identical = [i for i in range(len(prompts)) if _same(results[2 * i], results[2 * i + 1])]
+    if identical:
+        retries = [
+            replace(requests[2 * i + 1], seed=response_seed(batch.pk, prompts[i].pk, "second", "retry"))
+            for i in identical
+        ]
+        for i, retry, result in zip(identical, retries, engine.generate(retries), strict=True):
+            requests[2 * i + 1], results[2 * i + 1] = retry, result
+
+    comparisons = []
+    for i, (prompt, pair) in enumerate(zip(prompts, plan, strict=True)):
+        first, second = (
+            _response_input(results[2 * i + s], requests[2 * i + s], checkpoints[pair[s].checkpoint_id], engine_name)
+            for s in (0, 1)
+        )
+        comparison, _ = comparison_create(
+            batch=batch,
+            prompt=prompt,
+            first=first,
+            second=second,
+            responses_identical=_same(results[2 * i], results[2 * i + 1]),
+        )
         comparisons.append(comparison)
         if on_pair is not None:
             on_pair(comparison)

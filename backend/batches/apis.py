@@ -86,7 +86,17 @@ class BatchAnnotatorSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Batch
-        fields = ["id", "name", "iso_week", "focus", "status", "opens_at", "closes_at", "guidelines"]
+        fields = [
+            "id",
+            "name",
+            "iso_week",
+            "focus",
+            "status",
+            "opens_at",
+            "closes_at",
+            "guidelines",
+            "annotators_write_prompts",
+        ]
 
 
 class BatchStaffSerializer(serializers.ModelSerializer):
@@ -109,6 +119,9 @@ class BatchStaffSerializer(serializers.ModelSerializer):
             "opens_at",
             "closes_at",
             "guidelines",
+            "annotators_write_prompts",
+            "sampling_error",
+            "sampled_at",
             "created_at",
             "opened_at",
             "closed_at",
@@ -142,6 +155,7 @@ class BatchListCreateApi(APIView):
         opens_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         closes_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         guidelines = serializers.CharField(required=False, allow_blank=True, default="", max_length=100_000)
+        annotators_write_prompts = serializers.BooleanField(default=False)
 
     def get_permissions(self) -> list[BasePermission]:
         return [IsBatchAdmin()] if self.request.method == "POST" else [IsAnyRole()]

@@ -4,6 +4,7 @@ DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS and STORAGE_RO
 `embedded` and `production` choose the defaults around them.
 """
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "backend.accounts",
     "backend.checkpoints",
     "backend.batches",
+    "sampler",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +130,11 @@ SPECTACULAR_SETTINGS = {
 # How long an annotator holds a comparison before it returns to the pool.
 ASSIGNMENT_LEASE_SECONDS = int(env_str("ASSIGNMENT_LEASE_SECONDS", "900"))
 
+# Which engine sampler workers generate with: "transformers" (CPU/GPU), "vllm" (GPU image) or "openai"
+# (an OpenAI-compatible server); options are the engine class's keyword arguments, as JSON.
+SAMPLER_ENGINE = env_str("SAMPLER_ENGINE", "transformers")
+SAMPLER_ENGINE_OPTIONS = json.loads(env_str("SAMPLER_ENGINE_OPTIONS", "{}"))
+
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -143,7 +150,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+# How long a delivered, unacknowledged task waits before Redis hands it to another worker: longer than
+# the longest task, or a slow task runs twice (harmless: tasks are idempotent, but wasted GPU time).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env_str("CELERY_VISIBILITY_TIMEOUT", str(6 * 3600)))}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {

@@ -33,6 +33,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "prompt-list": {"GET": EVERY_ROLE, "POST": EVERY_ROLE},
     "checkpoint-list": {"GET": STAFF, "POST": STAFF},
     "checkpoint-detail": {"GET": STAFF},
+    "batch-sample": {"POST": {ADMIN}},
+    "live-pair-create": {"POST": {ANNOTATOR}},
+    "live-pair-detail": {"GET": {ANNOTATOR}},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}
@@ -76,6 +79,7 @@ def world():
         "assignment_id": live.pk,
         "annotation_id": annotation.pk,
         "checkpoint_id": make_checkpoint().pk,
+        "live_pair_id": 1,
     }
     return users, kwargs
 

@@ -118,7 +118,6 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
     current = assignment_current(batch=batch, annotator=annotator, now=now)
     if current is not None:
         return current
-    lease = timedelta(seconds=settings.ASSIGNMENT_LEASE_SECONDS)
     for _ in range(LEASE_ATTEMPTS):
         with transaction.atomic():
             candidates = _free_comparisons(batch, annotator, now)
@@ -127,16 +126,40 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
                 if not candidates.exists():
                     return None
                 continue  # every free comparison was locked by a concurrent lease: look again
-            if _live_assignments(comparison.pk, now).count() >= batch.overlap:
-                continue  # filled between the snapshot and the lock
-            return Assignment.objects.create(
-                comparison=comparison,
-                annotator=annotator,
-                swap=bool(secrets.randbits(1)),
-                leased_at=now,
-                expires_at=now + lease,
-            )
+            assignment = _lease_locked(comparison, batch, annotator, now)
+            if assignment is not None:
+                return assignment
+            # else it filled between the snapshot and the lock: look again
     return None
+
+
+def _lease_locked(comparison: Comparison, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
+    """Lease a comparison whose row lock the caller holds, if its overlap still has room."""
+    if _live_assignments(comparison.pk, now).count() >= batch.overlap:
+        return None
+    return Assignment.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        swap=bool(secrets.randbits(1)),
+        leased_at=now,
+        expires_at=now + timedelta(seconds=settings.ASSIGNMENT_LEASE_SECONDS),
+    )
+
+
+def assignment_lease_comparison(
+    *, comparison: Comparison, annotator: User, now: datetime | None = None
+) -> Assignment | None:
+    """Lease one given comparison (a live pair to the annotator who wrote its prompt).
+
+    Returns the annotator's existing assignment on it if there is one, None when the overlap is full.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Comparison.objects.select_for_update().select_related("batch").get(pk=comparison.pk)
+        existing = Assignment.objects.filter(comparison=locked, annotator=annotator).first()
+        if existing is not None:
+            return existing
+        return _lease_locked(locked, locked.batch, annotator, now)
 
 
 def _check_idempotency_key(key: str) -> str:

@@ -84,6 +84,7 @@ def batch_create(
     opens_at: datetime | None = None,
     closes_at: datetime | None = None,
     guidelines: str = "",
+    annotators_write_prompts: bool = False,
 ) -> tuple[Batch, bool]:
     """Create a draft batch; returns (batch, created).
 
@@ -129,6 +130,7 @@ def batch_create(
         "opens_at": opens_at,
         "closes_at": closes_at,
         "guidelines": guidelines,
+        "annotators_write_prompts": annotators_write_prompts,
     }
     with transaction.atomic():
         batch, created = Batch.objects.select_for_update().get_or_create(

@@ -88,3 +88,17 @@ def client_for():
         return client
 
     return build
+
+
+@pytest.fixture
+def real_broker():
+    """The project's Celery app sending to the real Redis broker (a database of its own, emptied), not eagerly."""
+    from backend.celery import app
+
+    url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
+    previous = {key: app.conf[key] for key in ("task_always_eager", "broker_url")}
+    app.conf.update(task_always_eager=False, broker_url=url)
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.flushdb()
+    yield app
+    app.conf.update(previous)

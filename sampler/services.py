@@ -1,0 +1,161 @@
+"""Sampling work for batches: pre-sampling from the prompt pool, and live pairs for written prompts.
+
+The Celery tasks in `sampler.tasks` take ids and call these; enqueueing happens on commit, so a
+task never looks for a row that is not there yet.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from backend.batches.models import Batch, Comparison, Focus, LivePair, Prompt, PromptSource
+from backend.batches.services.annotations import assignment_lease_comparison
+from backend.batches.services.prompts import prompt_create
+from backend.errors import Conflict, InvalidInput, NotFound
+from sampler.engines import Engine, EngineError, get_engine
+from sampler.planning import PLAN_NEEDS_VARIETY
+from sampler.sampling import batch_sample_prompts
+
+BATCH_NOT_SAMPLABLE = "Only a draft batch can start sampling (or a sampling one, to resume)."
+PLAN_MISSING = "The batch's sampling plan has no checkpoints; add policy checkpoints first."
+POOL_EMPTY = "The prompt pool has no unused {focus} prompts for this batch; import some first."
+LIVE_NOT_ALLOWED = "This batch does not take annotator-written prompts."
+LIVE_BATCH_NOT_OPEN = "This batch is not open for annotation."
+PROMPT_NOT_YOURS = "No such prompt of yours."
+CHUNK_SIZE = 16
+
+
+def sampler_engine() -> tuple[str, Engine]:
+    """The engine this process samples with, from the SAMPLER_ENGINE and SAMPLER_ENGINE_OPTIONS settings."""
+    name = settings.SAMPLER_ENGINE
+    return name, get_engine(name, **settings.SAMPLER_ENGINE_OPTIONS)
+
+
+def _pool_for(batch: Batch, limit: int) -> list[Prompt]:
+    """Unused pool prompts of the batch's focus, least-sampled first, oldest first."""
+    return list(
+        Prompt.objects.filter(source=PromptSource.POOL, is_safety=batch.focus == Focus.SAFETY)
+        .exclude(comparisons__batch=batch)
+        .annotate(uses=Count("comparisons"))
+        .order_by("uses", "id")[:limit]
+    )
+
+
+def batch_start_sampling(
+    *, batch: Batch, enqueue: Callable[[int, list[int]], None], chunk_size: int = CHUNK_SIZE
+) -> dict[str, int]:
+    """Move a draft batch to sampling and queue its prompts in chunks; resuming a sampling batch queues the rest.
+
+    `enqueue(batch_id, prompt_ids)` sends one chunk (the task's delay). Returns counts of prompts and chunks.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status not in (Batch.Status.DRAFT, Batch.Status.SAMPLING):
+            raise Conflict(BATCH_NOT_SAMPLABLE)
+        checkpoint_ids = list(batch.checkpoints.values_list("id", flat=True))
+        if not checkpoint_ids:
+            raise InvalidInput(PLAN_MISSING, field="checkpoints")
+        if len(checkpoint_ids) < 2 and len(set(batch.temperatures)) < 2:
+            raise InvalidInput(PLAN_NEEDS_VARIETY, field="temperatures")
+        missing = batch.target_comparisons - Comparison.objects.filter(batch=batch).count()
+        prompts = _pool_for(batch, max(missing, 0))
+        if missing > 0 and not prompts:
+            raise InvalidInput(POOL_EMPTY.format(focus=batch.focus), field="target_comparisons")
+        batch.status = Batch.Status.SAMPLING
+        batch.sampling_error = ""
+        batch.save(update_fields=["status", "sampling_error"])
+        chunks = [[p.pk for p in prompts[i : i + chunk_size]] for i in range(0, len(prompts), chunk_size)]
+        for chunk in chunks:
+            transaction.on_commit(partial(enqueue, batch.pk, chunk))
+    return {"prompts": len(prompts), "chunks": len(chunks)}
+
+
+def batch_sample_chunk(*, batch_id: int, prompt_ids: list[int]) -> int:
+    """Sample pairs for these prompts; returns how many pairs the batch gained.
+
+    Safe to run twice (a redelivered task): prompts already paired in the batch are left alone. A
+    checkpoint that fails to load is recorded on the batch as `sampling_error`, not raised.
+    """
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None or batch.status not in (Batch.Status.SAMPLING, Batch.Status.OPEN):
+        return 0
+    done = set(Comparison.objects.filter(batch=batch, prompt_id__in=prompt_ids).values_list("prompt_id", flat=True))
+    prompts = list(Prompt.objects.filter(pk__in=set(prompt_ids) - done).order_by("id"))
+    if not prompts:
+        return 0
+    engine_name, engine = sampler_engine()
+    try:
+        pairs = batch_sample_prompts(batch=batch, prompts=prompts, engine=engine, engine_name=engine_name)
+    except EngineError as error:
+        Batch.objects.filter(pk=batch.pk).update(sampling_error=str(error))
+        return 0
+    if Comparison.objects.filter(batch=batch).count() >= batch.target_comparisons:
+        Batch.objects.filter(pk=batch.pk, sampled_at__isnull=True).update(sampled_at=timezone.now())
+    return len(pairs)
+
+
+def live_pair_request(
+    *,
+    batch: Batch,
+    annotator: User,
+    enqueue: Callable[[int], None],
+    text: str = "",
+    prompt_id: int | None = None,
+    client_key: str = "",
+) -> tuple[LivePair, bool]:
+    """Ask for a pair to be sampled now for a prompt the annotator wrote (new `text`, or a `prompt_id`
+    of theirs such as a dialogue's next turn). Returns (live pair, created); asking again returns the same one.
+    """
+    if not batch.annotators_write_prompts:
+        raise Conflict(LIVE_NOT_ALLOWED)
+    if batch.status != Batch.Status.OPEN:
+        raise Conflict(LIVE_BATCH_NOT_OPEN)
+    if prompt_id is not None:
+        prompt = Prompt.objects.filter(pk=prompt_id, author=annotator).first()
+        if prompt is None:
+            raise NotFound(PROMPT_NOT_YOURS)
+    else:
+        prompt, _ = prompt_create(
+            text=text,
+            author=annotator,
+            source=PromptSource.ANNOTATOR,
+            is_safety=batch.focus == Focus.SAFETY,
+            client_key=client_key,
+        )
+    existing = LivePair.objects.filter(batch=batch, prompt=prompt).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            live_pair = LivePair.objects.create(batch=batch, prompt=prompt, requested_by=annotator)
+            transaction.on_commit(partial(enqueue, live_pair.pk))
+    except IntegrityError:
+        return LivePair.objects.get(batch=batch, prompt=prompt), False
+    return live_pair, True
+
+
+def live_pair_sample(*, live_pair_id: int) -> LivePair:
+    """Sample the pair and lease it to the annotator who asked; a failure is recorded, not raised."""
+    live_pair = LivePair.objects.select_related("batch", "prompt", "requested_by").get(pk=live_pair_id)
+    if live_pair.status != LivePair.Status.PENDING:
+        return live_pair
+    engine_name, engine = sampler_engine()
+    try:
+        (comparison,) = batch_sample_prompts(
+            batch=live_pair.batch, prompts=[live_pair.prompt], engine=engine, engine_name=engine_name
+        )
+    except (EngineError, ValueError) as error:
+        live_pair.status, live_pair.error = LivePair.Status.FAILED, str(error)
+    else:
+        live_pair.comparison = comparison
+        live_pair.assignment = assignment_lease_comparison(comparison=comparison, annotator=live_pair.requested_by)
+        live_pair.status = LivePair.Status.DONE
+    live_pair.finished_at = timezone.now()
+    live_pair.save(update_fields=["status", "error", "comparison", "assignment", "finished_at"])
+    return live_pair
+

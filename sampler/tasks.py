@@ -1,0 +1,43 @@
+"""Celery tasks on the `sampler` queue: thin, idempotent wrappers over `sampler.services`.
+
+acks_late with reject_on_worker_lost: a task whose worker dies is delivered again, and the services
+make a second run harmless (one pair per prompt and batch is a database constraint).
+"""
+
+from celery import shared_task
+
+from backend.batches.models import LivePair
+from sampler import services
+
+SAMPLING_SOFT_LIMIT_SECONDS = 1800
+
+
+@shared_task(
+    name="sampler.tasks.batch_sample_chunk",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=SAMPLING_SOFT_LIMIT_SECONDS,
+    time_limit=SAMPLING_SOFT_LIMIT_SECONDS + 60,
+)
+def batch_sample_chunk(batch_id: int, prompt_ids: list[int]) -> int:
+    return services.batch_sample_chunk(batch_id=batch_id, prompt_ids=prompt_ids)
+
+
+@shared_task(
+    name="sampler.tasks.live_pair_sample",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def live_pair_sample(live_pair_id: int) -> str:
+    live_pair: LivePair = services.live_pair_sample(live_pair_id=live_pair_id)
+    return live_pair.status
+
+
+def enqueue_chunk(batch_id: int, prompt_ids: list[int]) -> None:
+    batch_sample_chunk.delay(batch_id, prompt_ids)
+
+
+def enqueue_live_pair(live_pair_id: int) -> None:
+    live_pair_sample.delay(live_pair_id)
