@@ -23,6 +23,8 @@ UNKNOWN_ENGINE = "unknown engine {name!r}; known engines: {known}"
 
 ENGINES: dict[str, str] = {
     "transformers": "sampler.engines.transformers_engine:TransformersEngine",
+    "vllm": "sampler.engines.vllm_engine:VllmEngine",
+    "openai": "sampler.engines.openai_engine:OpenAIEngine",
 }
 """Engine name -> ``module:Class``. Imported lazily, so an engine's heavy dependencies (vLLM) load only when used."""
 
