@@ -158,4 +158,3 @@ def live_pair_sample(*, live_pair_id: int) -> LivePair:
     live_pair.finished_at = timezone.now()
     live_pair.save(update_fields=["status", "error", "comparison", "assignment", "finished_at"])
     return live_pair
-

@@ -54,7 +54,9 @@ class OpenAIEngine(Engine):
     def _complete(self, request: GenerationRequest) -> GenerationResult:
         started = time.perf_counter()
         try:
-            reply = self._client.post(f"{self.base_url}/chat/completions", json=chat_completion_body(request, self.model))
+            reply = self._client.post(
+                f"{self.base_url}/chat/completions", json=chat_completion_body(request, self.model)
+            )
         except httpx.HTTPError as error:
             raise EngineError(SERVER_UNREACHABLE.format(base_url=self.base_url, reason=error)) from error
         if reply.status_code == 404:

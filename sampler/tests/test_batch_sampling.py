@@ -14,7 +14,7 @@ from backend.checkpoints.services import checkpoint_register
 from backend.errors import Conflict, InvalidInput
 from sampler import services
 from sampler.engines.tiny import build_tiny_checkpoint
-from sampler.tasks import enqueue_chunk, enqueue_live_pair
+from sampler.tasks import enqueue_chunk
 
 pytestmark = pytest.mark.django_db
 

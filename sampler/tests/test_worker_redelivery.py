@@ -42,8 +42,9 @@ def start_worker(name: str, broker_url: str, log: Path) -> subprocess.Popen[byte
     }
     command = [sys.executable, "-m", "celery", "-A", "backend", "worker", "-Q", "sampler", "--pool=solo"]
     command += ["--prefetch-multiplier=1", "-n", f"{name}@%h", "--loglevel=info"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_for(condition, seconds: float) -> bool:
