@@ -96,6 +96,7 @@ class BatchAnnotatorSerializer(serializers.ModelSerializer):
             "closes_at",
             "guidelines",
             "annotators_write_prompts",
+            "annotator_quota",
         ]
 
 
@@ -114,6 +115,7 @@ class BatchStaffSerializer(serializers.ModelSerializer):
             "max_new_tokens",
             "target_comparisons",
             "overlap",
+            "annotator_quota",
             "held_out_size",
             "held_out_fraction",
             "opens_at",
@@ -150,6 +152,7 @@ class BatchListCreateApi(APIView):
         max_new_tokens = serializers.IntegerField(default=512)
         target_comparisons = serializers.IntegerField(min_value=1, max_value=10_000_000)
         overlap = serializers.IntegerField(default=1)
+        annotator_quota = serializers.IntegerField(required=False, allow_null=True, default=None)
         held_out_size = serializers.IntegerField(default=1000, min_value=0)
         held_out_fraction = serializers.FloatField(default=0.1)
         opens_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

@@ -142,6 +142,9 @@ class Batch(models.Model):
     max_new_tokens = models.PositiveIntegerField(default=512)
     target_comparisons = models.PositiveIntegerField(help_text="How many comparisons to collect.")
     overlap = models.PositiveSmallIntegerField(default=1, help_text="Annotators per comparison.")
+    annotator_quota = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most judgements one annotator gives in this batch (empty: no limit)."
+    )
     held_out_size = models.PositiveIntegerField(
         default=1000, help_text="Comparisons held out as this batch's test set (capped by held_out_fraction)."
     )

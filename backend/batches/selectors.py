@@ -105,3 +105,35 @@ def prompt_list(*, user: User) -> "QuerySet[Prompt]":
     if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
         return Prompt.objects.all()
     return Prompt.objects.filter(author=user)
+
+
+@dataclass(frozen=True)
+class AnnotatorBatch:
+    """An open batch as one annotator sees it on their home page."""
+
+    batch: Batch
+    done: int
+    skipped: int
+
+    @property
+    def quota_left(self) -> int | None:
+        return None if self.batch.annotator_quota is None else max(self.batch.annotator_quota - self.done, 0)
+
+
+def annotator_batch_overview(*, annotator: User) -> list[AnnotatorBatch]:
+    """Open batches with the annotator's own judgements and skips in each, in one query."""
+    mine = Q(comparisons__assignments__annotator=annotator)
+    batches = (
+        Batch.objects.filter(status=Batch.Status.OPEN)
+        .annotate(
+            done=Count(
+                "comparisons__assignments",
+                filter=mine & Q(comparisons__assignments__status=Assignment.Status.SUBMITTED),
+            ),
+            skipped=Count(
+                "comparisons__assignments", filter=mine & Q(comparisons__assignments__status=Assignment.Status.SKIPPED)
+            ),
+        )
+        .order_by("-opened_at", "-id")
+    )
+    return [AnnotatorBatch(batch=b, done=b.done, skipped=b.skipped) for b in batches]  # type: ignore[attr-defined]

@@ -106,18 +106,29 @@ def assignment_current(*, batch: Batch, annotator: User, now: datetime) -> Assig
     )
 
 
+def annotator_done_count(*, batch: Batch, annotator: User) -> int:
+    """Judgements (not skips) the annotator has given in the batch: what the quota counts."""
+    return Assignment.objects.filter(
+        annotator=annotator, comparison__batch=batch, status=Assignment.Status.SUBMITTED
+    ).count()
+
+
 def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None = None) -> Assignment | None:
     """Lease the next comparison to an annotator, or None when the batch has nothing left for them.
 
     Asking again while a lease is live returns the same lease (a retried request is harmless).
-    Never beyond the batch's overlap, never the same comparison twice to one annotator; a lease
-    that expires gives its place back to the pool.
+    Never beyond the batch's overlap, never the same comparison twice to one annotator, never past
+    the annotator's quota; a lease that expires gives its place back to the pool.
     """
     now = now or timezone.now()
     _check_batch_accepting(batch, now)
     current = assignment_current(batch=batch, annotator=annotator, now=now)
     if current is not None:
         return current
+    if batch.annotator_quota is not None and annotator_done_count(batch=batch, annotator=annotator) >= (
+        batch.annotator_quota
+    ):
+        return None
     for _ in range(LEASE_ATTEMPTS):
         with transaction.atomic():
             candidates = _free_comparisons(batch, annotator, now)

@@ -29,6 +29,7 @@ PLAN_NOT_DIVERSE = (
 )
 TARGET_INVALID = "target_comparisons must be at least 1."
 OVERLAP_INVALID = "overlap (annotators per comparison) must be between 1 and 10."
+QUOTA_INVALID = "annotator_quota must be at least 1, or left empty for no limit."
 HELD_OUT_SIZE_INVALID = "held_out_size must be 0 or more."
 HELD_OUT_FRACTION_INVALID = "held_out_fraction must be between 0 and 0.5."
 CLOSES_BEFORE_OPENS = "closes_at must be after opens_at."
@@ -79,6 +80,7 @@ def batch_create(
     top_p: float = 0.9,
     max_new_tokens: int = 512,
     overlap: int = 1,
+    annotator_quota: int | None = None,
     held_out_size: int = 1000,
     held_out_fraction: float = 0.1,
     opens_at: datetime | None = None,
@@ -110,6 +112,8 @@ def batch_create(
         raise InvalidInput(TARGET_INVALID, field="target_comparisons")
     if not 1 <= overlap <= MAX_OVERLAP:
         raise InvalidInput(OVERLAP_INVALID, field="overlap")
+    if annotator_quota is not None and annotator_quota < 1:
+        raise InvalidInput(QUOTA_INVALID, field="annotator_quota")
     if held_out_size < 0:
         raise InvalidInput(HELD_OUT_SIZE_INVALID, field="held_out_size")
     if not 0 <= held_out_fraction <= 0.5:
@@ -125,6 +129,7 @@ def batch_create(
         "max_new_tokens": max_new_tokens,
         "target_comparisons": target_comparisons,
         "overlap": overlap,
+        "annotator_quota": annotator_quota,
         "held_out_size": held_out_size,
         "held_out_fraction": held_out_fraction,
         "opens_at": opens_at,

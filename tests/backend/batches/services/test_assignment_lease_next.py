@@ -113,3 +113,13 @@ def test_swap_flags_vary_across_leases():
         swaps.add(lease.swap)
         submit(lease, f"s{i}")
     assert swaps == {True, False}
+
+
+def test_the_quota_stops_leasing_for_that_annotator_only():
+    batch = make_batch(comparisons=3)
+    Batch.objects.filter(pk=batch.pk).update(annotator_quota=1)
+    batch.refresh_from_db()
+    capped, other = make_user(Role.ANNOTATOR), make_user(Role.ANNOTATOR)
+    submit(assignment_lease_next(batch=batch, annotator=capped), "q1")
+    assert assignment_lease_next(batch=batch, annotator=capped) is None
+    assert assignment_lease_next(batch=batch, annotator=other) is not None
