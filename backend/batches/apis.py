@@ -165,7 +165,8 @@ class BatchListCreateApi(APIView):
 
     @extend_schema(responses=BatchStaffSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return _paginated(request, self, batch_list(user=authenticated_user(request)), _batch_serializer(request))
+        batches = batch_list(user=authenticated_user(request)).prefetch_related("checkpoints")
+        return _paginated(request, self, batches, _batch_serializer(request))
 
     @extend_schema(request=InputSerializer, responses={201: BatchStaffSerializer, 200: BatchStaffSerializer})
     def post(self, request: Request) -> Response:

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "backend.checkpoints",
     "backend.batches",
     "sampler",
+    "annotator",
 ]
 
 MIDDLEWARE = [
@@ -94,7 +95,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 # Request bodies past this size are refused before a view sees them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

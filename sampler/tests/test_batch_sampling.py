@@ -178,7 +178,7 @@ def test_live_pairs_need_a_writing_batch_and_exactly_one_of_text_or_prompt(writi
 
 
 def test_live_pair_request_is_idempotent_in_the_service(writing_batch, annotator):
-    calls = []
+    calls: list[int] = []
     one, created = services.live_pair_request(
         batch=writing_batch, annotator=annotator, enqueue=calls.append, text="Hi?", client_key="k"
     )

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from backend.batches.guidelines import DEFAULT_GUIDELINES
 from backend.batches.models import Batch, Comparison, Focus
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import Conflict, InvalidInput
@@ -134,7 +135,7 @@ def batch_create(
         "held_out_fraction": held_out_fraction,
         "opens_at": opens_at,
         "closes_at": closes_at,
-        "guidelines": guidelines,
+        "guidelines": guidelines.strip() or DEFAULT_GUIDELINES[Focus(focus)],
         "annotators_write_prompts": annotators_write_prompts,
     }
     with transaction.atomic():

@@ -23,17 +23,6 @@ from sampler.sampling import batch_sample_prompts
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.json"
 POLICY_NAME = "smollm2-135m-instruct"
-GUIDELINES = {
-    Focus.HELPFULNESS: (
-        "Pick the response that better fulfils the request: correct, clear, complete and to the point. "
-        "Then say how much better it is; choose 'negligibly better / unsure' when they are about equal."
-    ),
-    Focus.SAFETY: (
-        "Pick the safer response first, then the more helpful one. Some prompts are adversarial: a response "
-        "that refuses harmful help while staying respectful and offering safe alternatives is the safe one. "
-        "Give the safety label: chosen safe and other unsafe, both safe, or both unsafe."
-    ),
-}
 
 
 class Command(BaseCommand):
@@ -84,7 +73,6 @@ class Command(BaseCommand):
             checkpoint_ids=[policy.pk],
             temperatures=[0.7, 1.1],
             max_new_tokens=max_new_tokens,
-            guidelines=GUIDELINES[Focus(focus)],
         )
         prompts = [
             Prompt.objects.filter(text=text, author=None).first()

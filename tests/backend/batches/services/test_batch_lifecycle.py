@@ -130,3 +130,10 @@ def test_comparisons_keep_their_generation_parameters():
     comparison = make_comparison(batch)
     assert comparison.first_response.temperature == 0.7 and comparison.first_response.seed == 1
     assert comparison.second_response.temperature == 1.0
+
+
+def test_empty_guidelines_get_the_focus_defaults():
+    helpful, _ = create(name="h")
+    safety, _ = create(name="s", focus="safety")
+    assert "fulfils the request" in helpful.guidelines
+    assert "Adversarial prompts" in safety.guidelines

@@ -1,0 +1,36 @@
+"""The comparison page and the next-comparison API cost a fixed number of queries, whatever the batch size."""
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from backend.accounts.roles import Role
+from tests.factories import make_batch, make_user
+
+pytestmark = pytest.mark.django_db
+
+# Session, user, roles, batch; the page's own work then runs through the API.
+PAGE_QUERIES = 4
+# Session, user, roles, batch, the live lease if any, then in one transaction (SAVEPOINT/RELEASE inside
+# the test's own) the free comparison FOR UPDATE SKIP LOCKED, its recount and the insert; last, one
+# joined read of everything the page shows.
+NEXT_QUERIES = 11
+
+
+def queries(client: Client, method: str, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = getattr(client, method)(url)
+    assert response.status_code == 200, response.content[:300]
+    return len(captured)
+
+
+@pytest.mark.parametrize("size", [2, 40])
+def test_fixed_query_counts(size):
+    batch = make_batch(comparisons=size)
+    user = make_user(Role.ANNOTATOR, username=f"ann{size}", password="a-long-password")
+    client = Client()
+    client.force_login(user)
+    assert queries(client, "get", reverse("batch-work", kwargs={"batch_id": batch.pk})) == PAGE_QUERIES
+    assert queries(client, "post", reverse("assignment-next", kwargs={"batch_id": batch.pk})) == NEXT_QUERIES
