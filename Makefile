@@ -34,7 +34,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy backend sampler annotator
+	$(BIN)/mypy backend sampler annotator exports
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

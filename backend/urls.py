@@ -13,6 +13,7 @@ from backend.accounts.apis import MeApi
 from backend.batches import apis as batch_apis
 from backend.checkpoints import apis as checkpoint_apis
 from backend.health import healthz
+from exports import apis as export_apis
 from sampler import apis as sampler_apis
 
 api_v1 = [
@@ -47,6 +48,12 @@ api_v1 = [
     path("prompts/", batch_apis.PromptListCreateApi.as_view(), name="prompt-list"),
     path("checkpoints/", checkpoint_apis.CheckpointListCreateApi.as_view(), name="checkpoint-list"),
     path("checkpoints/<int:checkpoint_id>/", checkpoint_apis.CheckpointDetailApi.as_view(), name="checkpoint-detail"),
+    path("batches/<int:batch_id>/statistics/", export_apis.BatchStatisticsApi.as_view(), name="batch-statistics"),
+    path("exports/", export_apis.ExportListCreateApi.as_view(), name="export-list"),
+    path("exports/<int:export_id>/", export_apis.ExportDetailApi.as_view(), name="export-detail"),
+    path("exports/<int:export_id>/files/<str:name>", export_apis.ExportFileApi.as_view(), name="export-file"),
+    path("prompts/import/", export_apis.PromptImportApi.as_view(), name="prompt-import"),
+    path("external-preferences/import/", export_apis.PreferenceImportApi.as_view(), name="preference-import"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

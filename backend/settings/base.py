@@ -4,6 +4,7 @@ DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS and STORAGE_RO
 `embedded` and `production` choose the defaults around them.
 """
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "backend.batches",
     "sampler",
     "annotator",
+    "exports",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +131,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Salts the pseudonymous annotator ids in exports; keep it fixed so ids stay stable across exports.
+EXPORT_ANNOTATOR_SALT = (
+    env_str("EXPORT_ANNOTATOR_SALT", "") or hashlib.sha256(f"annotators:{SECRET_KEY}".encode()).hexdigest()
+)
 
 # How long an annotator holds a comparison before it returns to the pool.
 ASSIGNMENT_LEASE_SECONDS = int(env_str("ASSIGNMENT_LEASE_SECONDS", "900"))

@@ -36,6 +36,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "batch-sample": {"POST": {ADMIN}},
     "live-pair-create": {"POST": {ANNOTATOR}},
     "live-pair-detail": {"GET": {ANNOTATOR}},
+    "batch-statistics": {"GET": STAFF},
+    "export-list": {"GET": {RESEARCHER}, "POST": {RESEARCHER}},
+    "export-detail": {"GET": {RESEARCHER}},
+    "export-file": {"GET": {RESEARCHER}},
+    "prompt-import": {"POST": {ADMIN}},
+    "preference-import": {"POST": {RESEARCHER}},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}
@@ -80,6 +86,8 @@ def world():
         "annotation_id": annotation.pk,
         "checkpoint_id": make_checkpoint().pk,
         "live_pair_id": 1,
+        "export_id": 1,
+        "name": "train.jsonl",
     }
     return users, kwargs
 

@@ -1,0 +1,1 @@
+"""Versioned preference datasets: export runs, their JSONL/Parquet files and manifests, and imports."""

@@ -1,0 +1,409 @@
+"""Creating and building export runs, and importing prompt pools and open-source preference data."""
+
+import csv
+import hashlib
+import io
+import json
+import random
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from backend.batches.models import Batch, Focus, Prompt, PromptSource
+from backend.batches.services.prompts import prompt_create
+from backend.errors import InvalidInput
+from exports.models import ExportRun, ExternalPreference
+from exports.rows import ConsensusStats, RowFilters, annotation_count, external_rows, platform_rows
+from exports.schema import MARGINS, SCHEMA_VERSION
+from exports.stats import WHITESPACE, DatasetStatistics, token_counter
+from exports.writers import FORMATS, SplitWriter
+
+FORMATS_INVALID = "formats must be a non-empty list of: jsonl, parquet."
+GRANULARITY_INVALID = "granularity must be 'comparison' (consensus) or 'annotation' (every annotation)."
+MARGIN_INVALID = "margin_scheme must be none, small or large."
+MIX_INVALID = "mix must be empty, 'helpfulness' or 'safety'."
+FOCUS_INVALID = "focus must be empty, 'helpfulness' or 'safety'."
+BATCHES_UNKNOWN = "Unknown batch id(s): {ids}."
+DATE_INVALID = "Give an ISO 8601 date-time, e.g. 2026-11-23T00:00:00Z."
+FILTERS_INVALID = "filters must be an object with: batches, focus, since, until, drop_unsure."
+TOKENIZER_MISSING = "No tokenizer at {path}: give 'whitespace' or the directory of a Hugging Face tokenizer."
+IMPORT_FORMAT = "The file must be JSONL (one object per line) or CSV with a 'text' column."
+IMPORT_LINE = "Line {line}: {problem}"
+HH_PAIR_INVALID = "Line {line}: 'chosen' and 'rejected' must be Anthropic HH transcripts ending in an Assistant turn."
+PROGRESS_EVERY = 1000
+_FILTER_KEYS = {"batches", "focus", "since", "until", "drop_unsure"}
+
+
+def _parse_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(filters, dict) or set(filters) - _FILTER_KEYS:
+        raise InvalidInput(FILTERS_INVALID, field="filters")
+    batches = filters.get("batches") or []
+    if not isinstance(batches, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in batches):
+        raise InvalidInput(BATCHES_UNKNOWN.format(ids=batches), field="filters.batches")
+    missing = set(batches) - set(Batch.objects.filter(pk__in=batches).values_list("id", flat=True))
+    if missing:
+        raise InvalidInput(BATCHES_UNKNOWN.format(ids=", ".join(map(str, sorted(missing)))), field="filters.batches")
+    focus = filters.get("focus") or ""
+    if focus not in ("", *Focus.values):
+        raise InvalidInput(FOCUS_INVALID, field="filters.focus")
+    checked: dict[str, Any] = {
+        "batches": sorted(batches),
+        "focus": focus,
+        "drop_unsure": bool(filters.get("drop_unsure")),
+    }
+    for key in ("since", "until"):
+        value = filters.get(key)
+        if value:
+            moment = parse_datetime(value) if isinstance(value, str) else None
+            if moment is None:
+                raise InvalidInput(DATE_INVALID, field=f"filters.{key}")
+            checked[key] = moment.isoformat()
+    return checked
+
+
+def export_create(
+    *,
+    created_by: User | None,
+    enqueue: Callable[[int], None],
+    filters: dict[str, Any] | None = None,
+    formats: Iterable[str] = FORMATS,
+    granularity: str = ExportRun.Granularity.COMPARISON,
+    margin_scheme: str = "none",
+    mix: str = "",
+    seed: int = 0,
+    tokenizer: str = WHITESPACE,
+    client_key: str = "",
+) -> tuple[ExportRun, bool]:
+    """Validate and queue an export run; returns (run, created). A retried create with the same key returns it."""
+    if client_key and created_by is not None:
+        existing = ExportRun.objects.filter(created_by=created_by, client_key=client_key).first()
+        if existing:
+            return existing, False
+    formats = list(dict.fromkeys(formats))
+    if not formats or set(formats) - set(FORMATS):
+        raise InvalidInput(FORMATS_INVALID, field="formats")
+    if granularity not in ExportRun.Granularity.values:
+        raise InvalidInput(GRANULARITY_INVALID, field="granularity")
+    if margin_scheme not in MARGINS:
+        raise InvalidInput(MARGIN_INVALID, field="margin_scheme")
+    if mix not in ExportRun.Mix.values:
+        raise InvalidInput(MIX_INVALID, field="mix")
+    if tokenizer != WHITESPACE and not (Path(tokenizer) / "tokenizer_config.json").exists():
+        raise InvalidInput(TOKENIZER_MISSING.format(path=tokenizer), field="tokenizer")
+    checked = _parse_filters(filters or {})
+    checked["tokenizer"] = tokenizer
+    try:
+        with transaction.atomic():
+            run = ExportRun.objects.create(
+                created_by=created_by,
+                client_key=client_key,
+                filters=checked,
+                formats=formats,
+                granularity=granularity,
+                margin_scheme=margin_scheme,
+                mix=mix,
+                seed=seed,
+            )
+            transaction.on_commit(partial(enqueue, run.pk))
+    except IntegrityError:
+        return ExportRun.objects.get(created_by=created_by, client_key=client_key), False
+    return run, True
+
+
+def _row_filters(filters: dict[str, Any], focus: str | None = None) -> RowFilters:
+    since, until = filters.get("since"), filters.get("until")
+    return RowFilters(
+        batch_ids=tuple(filters.get("batches", ())),
+        focus=filters.get("focus", "") if focus is None else focus,
+        since=datetime.fromisoformat(since) if since else None,
+        until=datetime.fromisoformat(until) if until else None,
+        drop_unsure=bool(filters.get("drop_unsure")),
+    )
+
+
+Source = Callable[[], Iterator[dict[str, Any]]]
+
+
+def _sample(sources: list[Source], count: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Exactly `count` rows (or all, if fewer) drawn without replacement from the sources, in stream order."""
+    total = sum(sum(1 for _ in source()) for source in sources)
+    keep = set(rng.sample(range(total), min(count, total)))
+    index = 0
+    for source in sources:
+        for row in source():
+            if index in keep:
+                yield row
+            index += 1
+
+
+def _plan(run: ExportRun, stats: ConsensusStats) -> tuple[list[Source], dict[str, Any]]:
+    """The row sources of a run, in output order, and the mix description for the manifest."""
+    margin, granularity = run.margin_scheme, run.granularity
+
+    def platform(focus: str | None) -> Source:
+        return partial(
+            platform_rows, _row_filters(run.filters, focus), granularity=granularity, margin_scheme=margin, stats=stats
+        )
+
+    if not run.mix:
+        return [platform(None)], {}
+    rng = random.Random(run.seed)
+    if run.mix == ExportRun.Mix.HELPFULNESS:
+        # All helpfulness comparisons plus an equal amount sampled from safety and open-source data.
+        core = platform(Focus.HELPFULNESS)
+        size = sum(1 for _ in core())
+        pool: list[Source] = [platform(Focus.SAFETY), partial(external_rows, harmless=None, margin_scheme=margin)]
+        sampled = list(_sample(pool, size, rng))
+        description = {"kind": "helpfulness", "helpfulness": size, "sampled_from_safety_and_open_source": len(sampled)}
+    else:
+        # All safety comparisons plus open-source harmless data, mixed 90/10 with helpfulness data.
+        safety_sources: list[Source] = [
+            platform(Focus.SAFETY),
+            partial(external_rows, harmless=True, margin_scheme=margin),
+        ]
+        size = sum(sum(1 for _ in source()) for source in safety_sources)
+        sampled = list(_sample([platform(Focus.HELPFULNESS)], round(size / 9), rng))
+        core = None
+        description = {"kind": "safety", "safety_and_harmless": size, "sampled_helpfulness": len(sampled)}
+    description["seed"] = run.seed
+    sources: list[Source] = [core] if core else safety_sources
+    return [*sources, lambda: iter(sampled)], description
+
+
+def _code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _set_progress(run: ExportRun, written: int, on_progress: Callable[[int, int], None] | None) -> None:
+    ExportRun.objects.filter(pk=run.pk).update(rows_written=written)
+    if on_progress is not None:
+        on_progress(written, run.rows_expected)
+
+
+def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None = None) -> ExportRun:
+    """Stream the run's rows into files and a manifest. Files appear only when complete; a rerun of a
+    done run changes nothing, and a failed build leaves no files behind.
+    """
+    run = ExportRun.objects.get(pk=run_id)
+    if run.status == ExportRun.Status.DONE:
+        return run
+    expected = (
+        annotation_count(_row_filters(run.filters)) if not run.mix else annotation_count(_row_filters(run.filters, ""))
+    )
+    ExportRun.objects.filter(pk=run.pk).update(
+        status=ExportRun.Status.RUNNING, started_at=timezone.now(), rows_expected=expected, error=""
+    )
+    run.rows_expected = expected
+    final = Path(settings.EXPORTS_ROOT) / f"export-{run.pk:06d}"
+    partial_dir = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    try:
+        consensus = ConsensusStats()
+        name, count_tokens = token_counter(run.filters.get("tokenizer", WHITESPACE))
+        statistics = DatasetStatistics(count_tokens=count_tokens, tokenizer=name)
+        sources, mix = _plan(run, consensus)
+        written = 0
+        with SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
+            for source in sources:
+                for row in source():
+                    writer.write(row)
+                    statistics.add(row)
+                    written += 1
+                    if written % PROGRESS_EVERY == 0:
+                        _set_progress(run, written, on_progress)
+        manifest = _manifest(run, writer.files(), statistics, consensus, mix)
+        (partial_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        partial_dir.rename(final)
+    except Exception as error:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        ExportRun.objects.filter(pk=run.pk).update(
+            status=ExportRun.Status.FAILED, error=f"{type(error).__name__}: {error}", finished_at=timezone.now()
+        )
+        raise
+    _set_progress(run, written, on_progress)
+    ExportRun.objects.filter(pk=run.pk).update(
+        status=ExportRun.Status.DONE,
+        directory=str(final),
+        manifest=manifest,
+        rows_expected=max(expected, written),
+        finished_at=timezone.now(),
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _manifest(
+    run: ExportRun,
+    files: list[dict[str, Any]],
+    statistics: DatasetStatistics,
+    consensus: ConsensusStats,
+    mix: dict[str, Any],
+) -> dict[str, Any]:
+    batch_ids = run.filters.get("batches") or []
+    batches = Batch.objects.filter(pk__in=batch_ids) if batch_ids else Batch.objects.filter(comparisons__isnull=False)
+    figures = statistics.as_dict()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "export_id": run.pk,
+        "created_at": run.created_at.isoformat(),
+        "filters": run.filters,
+        "granularity": run.granularity,
+        "margin_scheme": run.margin_scheme,
+        "mix": mix,
+        "source_batches": [
+            {"id": b.pk, "name": b.name, "week": b.iso_week, "focus": b.focus}
+            for b in batches.distinct().order_by("id")
+        ],
+        "counts": figures["counts"],
+        "consensus": {
+            "comparisons_seen": consensus.comparisons_seen,
+            "ties_dropped": consensus.ties_dropped,
+            "unsure_dropped": consensus.unsure_dropped,
+        },
+        "statistics": figures["table6"],
+        "files": files,
+        "code_version": _code_version(),
+    }
+
+
+def batch_statistics(*, batch: Batch) -> dict[str, Any]:
+    """The manifest's figures for one batch, computed live (consensus rows, whitespace tokens)."""
+    statistics = DatasetStatistics(count_tokens=token_counter(WHITESPACE)[1], tokenizer=WHITESPACE)
+    consensus = ConsensusStats()
+    for row in platform_rows(
+        RowFilters(batch_ids=(batch.pk,)), granularity="comparison", margin_scheme="none", stats=consensus
+    ):
+        statistics.add(row)
+    figures = statistics.as_dict()
+    return {
+        "counts": figures["counts"],
+        "statistics": figures["table6"],
+        "consensus": {"comparisons_seen": consensus.comparisons_seen, "ties_dropped": consensus.ties_dropped},
+    }
+
+
+# --- imports ---------------------------------------------------------------------------------------
+
+
+def _records(content: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) from JSONL or CSV bytes."""
+    text = content.decode("utf-8-sig")
+    first = text.lstrip()[:1]
+    if first == "{":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InvalidInput(IMPORT_LINE.format(line=number, problem=error.msg), field="file") from error
+                if not isinstance(record, dict):
+                    raise InvalidInput(IMPORT_LINE.format(line=number, problem="not an object"), field="file")
+                yield number, record
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise InvalidInput(IMPORT_FORMAT, field="file")
+        for number, record in enumerate(reader, start=2):
+            yield number, dict(record)
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in {"1", "true", "yes"} if not isinstance(value, bool) else value
+
+
+def prompts_import(*, content: bytes, created_by: User | None) -> dict[str, int]:
+    """Add prompts to the pool from JSONL ({"text", "is_safety", "is_adversarial", "tags"}) or CSV (same columns).
+
+    All or nothing: a bad line names itself and nothing is stored. Texts already in the pool are skipped.
+    """
+    records = list(_records(content))
+    if not records:
+        raise InvalidInput(IMPORT_FORMAT, field="file")
+    created = skipped = 0
+    with transaction.atomic():
+        existing = set(Prompt.objects.filter(source=PromptSource.POOL).values_list("text", flat=True))
+        for number, record in records:
+            text = str(record.get("text") or "").strip()
+            if not text:
+                raise InvalidInput(IMPORT_LINE.format(line=number, problem="'text' is empty"), field="file")
+            if text in existing:
+                skipped += 1
+                continue
+            tags = record.get("tags") or []
+            if isinstance(tags, str):
+                tags = [tag.strip() for tag in tags.split(";") if tag.strip()]
+            try:
+                prompt_create(
+                    text=text,
+                    author=None,
+                    source=PromptSource.POOL,
+                    is_safety=_flag(record.get("is_safety", False)),
+                    is_adversarial=_flag(record.get("is_adversarial", False)),
+                    tags=tags,
+                )
+            except InvalidInput as error:
+                raise InvalidInput(IMPORT_LINE.format(line=number, problem=error.message), field="file") from error
+            existing.add(text)
+            created += 1
+    return {"created": created, "skipped": skipped}
+
+
+def hh_transcript(transcript: str) -> tuple[list[dict[str, str]], str]:
+    """Split an Anthropic HH transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into (prompt messages, last reply)."""
+    messages: list[dict[str, str]] = []
+    for part in ("\n\n" + transcript.strip("\n")).split("\n\n"):
+        if part.startswith("Human:"):
+            messages.append({"role": "user", "content": part[len("Human:") :].strip()})
+        elif part.startswith("Assistant:"):
+            messages.append({"role": "assistant", "content": part[len("Assistant:") :].strip()})
+        elif messages and part:
+            messages[-1]["content"] += "\n\n" + part
+    if len(messages) < 2 or messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
+        raise ValueError("not a transcript ending in an Assistant reply")
+    return messages[:-1], messages[-1]["content"]
+
+
+def preferences_import(*, content: bytes, source: str, harmless: bool) -> dict[str, int]:
+    """Import Anthropic HH style JSONL ({"chosen": transcript, "rejected": transcript}); idempotent."""
+    if not source.strip():
+        raise InvalidInput("Name the source, e.g. 'anthropic-hh-harmless'.", field="source")
+    created = skipped = 0
+    with transaction.atomic():
+        for number, record in _records(content):
+            try:
+                prompt, chosen = hh_transcript(str(record["chosen"]))
+                rejected_prompt, rejected = hh_transcript(str(record["rejected"]))
+            except (KeyError, ValueError) as error:
+                raise InvalidInput(HH_PAIR_INVALID.format(line=number), field="file") from error
+            if rejected_prompt != prompt:
+                raise InvalidInput(HH_PAIR_INVALID.format(line=number), field="file")
+            row_hash = hashlib.sha256(json.dumps([prompt, chosen, rejected]).encode()).hexdigest()
+            _, made = ExternalPreference.objects.get_or_create(
+                source=source.strip(),
+                row_hash=row_hash,
+                defaults={"harmless": harmless, "prompt": prompt, "chosen": chosen, "rejected": rejected},
+            )
+            created += made
+            skipped += not made
+    return {"created": created, "skipped": skipped}
