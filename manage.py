@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Django's command-line utility; defaults to the embedded settings (SQLite, eager Celery)."""
+
 import os
 import sys
 
