@@ -141,17 +141,22 @@ def bucketed_order(lengths: Sequence[int], batch_size: int, seed: int, bucket_ba
     return [index for batch in batches for index in batch]
 
 
-def collate(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """One forward pass for a batch of n pairs: rows 0..n-1 are the chosen, rows n..2n-1 the rejected.
-
-    input_ids, attention_mask: (2n, longest) right-padded with pad_token_id; margin: (n,).
-    """
-    sequences = [pair.chosen for pair in pairs] + [pair.rejected for pair in pairs]
+def pad_batch(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids and attention_mask, (len(sequences), longest)."""
     longest = max(len(ids) for ids in sequences)
     input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, ids in enumerate(sequences):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def collate(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One forward pass for a batch of n pairs: rows 0..n-1 are the chosen, rows n..2n-1 the rejected.
+
+    input_ids, attention_mask: (2n, longest) right-padded with pad_token_id; margin: (n,).
+    """
+    input_ids, attention_mask = pad_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id)
     margin = torch.tensor([pair.margin for pair in pairs], dtype=torch.float32)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margin}

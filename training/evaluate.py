@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.data import EncodedPair, PreferencePair, collate, encode_pairs
+from training.data import EncodedPair, PreferencePair, encode_pairs, pad_batch
 from training.reward_model import rewards
 
 STRENGTH_LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better_or_unsure")
@@ -41,21 +41,26 @@ CALIBRATION_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
 
 
 @torch.no_grad()
+def score_sequences(
+    model: PreTrainedModel, sequences: Sequence[list[int]], pad_token_id: int, batch_size: int = 32
+) -> torch.Tensor:
+    """The reward of each token sequence, on the CPU, in order; similar lengths are batched together."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores = torch.empty(len(sequences))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, attention_mask = pad_batch([sequences[i] for i in chunk], pad_token_id)
+        scores[chunk] = rewards(model, input_ids.to(device), attention_mask.to(device)).cpu()
+    return scores
+
+
 def score_pairs(
     model: PreTrainedModel, pairs: Sequence[EncodedPair], pad_token_id: int, batch_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of the chosen and the rejected reply of every pair, on the model's device."""
-    device = next(model.parameters()).device
-    chosen, rejected = [], []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        batch = collate(chunk, pad_token_id)
-        scores = rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu()
-        chosen.append(scores[: len(chunk)])
-        rejected.append(scores[len(chunk) :])
-    if not chosen:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(chosen), torch.cat(rejected)
+    """Rewards of the chosen and of the rejected reply of every pair."""
+    scores = score_sequences(model, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id, batch_size)
+    return scores[: len(pairs)], scores[len(pairs) :]
 
 
 def _accuracy(hits: list[bool]) -> float | None:

@@ -94,3 +94,17 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tiny_back
     one = json.loads((single / "metrics.json").read_text())["log"]
     two = json.loads((double / "metrics.json").read_text())["log"]
     assert [round(e["train/loss"], 4) for e in one] == [round(e["train/loss"], 4) for e in two]
+
+
+def test_the_scorer_ranks_replies_like_the_trained_model(tiny_backbone, synthetic_export, tmp_path):
+    from training.scoring import RewardScorer
+
+    output = tmp_path / "rm"
+    train_reward_model(config(synthetic_export, tiny_backbone, output))
+    scorer = RewardScorer(output)
+    prompt = [{"role": "user", "content": "Question 3: what is good?"}]
+    good, bad = scorer.score([prompt, prompt], ["a helpful honest answer", "dog dog dog"])
+    assert good > bad
+    assert 0 < scorer.probability([prompt], ["a helpful honest answer"])[0] < 1
+    # Batching does not change a score.
+    assert scorer.score([prompt], ["dog dog dog"])[0] == pytest.approx(bad, abs=1e-5)
