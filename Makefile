@@ -35,7 +35,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy backend sampler annotator exports
+	$(BIN)/mypy backend sampler annotator exports training
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -54,6 +54,8 @@ api_v1 = [
     path("exports/<int:export_id>/files/<str:name>", export_apis.ExportFileApi.as_view(), name="export-file"),
     path("prompts/import/", export_apis.PromptImportApi.as_view(), name="prompt-import"),
     path("external-preferences/import/", export_apis.PreferenceImportApi.as_view(), name="preference-import"),
+    path("training-runs/", checkpoint_apis.TrainingRunListCreateApi.as_view(), name="training-run-list"),
+    path("training-runs/<int:run_id>/", checkpoint_apis.TrainingRunDetailApi.as_view(), name="training-run-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

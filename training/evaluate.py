@@ -79,7 +79,8 @@ def accuracy_report(pairs: Sequence[PreferencePair], chosen: torch.Tensor, rejec
     calibration = []
     for low, high in pairwise(CALIBRATION_EDGES):
         inside = [hit for hit, d in zip(hits, differences, strict=True) if low <= d < high]
-        calibration.append({"from": low, "to": high, "pairs": len(inside), "human_agrees": _accuracy(inside)})
+        upper = None if high == float("inf") else high  # JSON has no infinity: an open last bin
+        calibration.append({"from": low, "to": upper, "pairs": len(inside), "human_agrees": _accuracy(inside)})
     return {
         "pairs": len(hits),
         "accuracy": _accuracy(hits),
@@ -150,7 +151,7 @@ def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], o
 
     figure, axes = plt.subplots(figsize=(6, 4))
     bins = [b for b in report["calibration"] if b["pairs"]]
-    labels = [f"{b['from']:g}-{b['to']:g}" for b in bins]
+    labels = [f"{b['from']:g}-{b['to']:g}" if b["to"] is not None else f"{b['from']:g}+" for b in bins]
     axes.plot(labels, [b["human_agrees"] for b in bins], marker="o")
     axes.set_xlabel("|reward difference|")
     axes.set_ylabel("humans prefer the higher-scored side (%)")

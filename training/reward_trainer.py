@@ -148,7 +148,7 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
     torch.manual_seed(config.seed)
     bf16 = runtime.device.type == "cuda" if config.bf16 is None else config.bf16
     model, tokenizer = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
-    model.to(runtime.device)
+    model.to(runtime.device)  # type: ignore[arg-type]
     model.train()
 
     pairs = encode_pairs(load_pairs(config.export_dir, "train"), tokenizer, config.max_length)
@@ -184,7 +184,9 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
             sync = nullcontext() if last or runtime.world == 1 else trained.no_sync()  # type: ignore[operator]
             with sync:
                 scores = rewards(
-                    trained, batch["input_ids"].to(runtime.device), batch["attention_mask"].to(runtime.device)
+                    trained,  # type: ignore[arg-type]  # DDP forwards to the wrapped model
+                    batch["input_ids"].to(runtime.device),
+                    batch["attention_mask"].to(runtime.device),
                 )
                 n = len(indices)
                 chosen, rejected = scores[:n], scores[n:]

@@ -3,14 +3,17 @@
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.accounts.permissions import IsStaffRole
+from backend.accounts.permissions import IsResearcher, IsStaffRole
 from backend.accounts.roles import authenticated_user
-from backend.checkpoints.models import Checkpoint, CheckpointKind
+from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.services import checkpoint_register
+from backend.checkpoints.tasks import enqueue_training_run
+from backend.checkpoints.training_runs import training_run_create
 
 
 class CheckpointOutputSerializer(serializers.ModelSerializer):
@@ -65,3 +68,76 @@ class CheckpointDetailApi(APIView):
     @extend_schema(responses=CheckpointOutputSerializer)
     def get(self, request: Request, checkpoint_id: int) -> Response:
         return Response(CheckpointOutputSerializer(get_object_or_404(Checkpoint, pk=checkpoint_id)).data)
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "progress",
+            "step",
+            "total_steps",
+            "export",
+            "base_checkpoint",
+            "builtin_backbone",
+            "config",
+            "metrics",
+            "log_tail",
+            "error",
+            "output_checkpoint",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class TrainingRunListCreateApi(APIView):
+    """GET: training runs (admins, researchers). POST: train a reward model on a finished export (researchers)."""
+
+    @extend_schema_serializer(component_name="TrainingRunCreateInput")
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+        export = serializers.IntegerField(min_value=1)
+        base_checkpoint = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+        builtin_backbone = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
+        config = serializers.DictField(required=False, default=dict)
+        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsResearcher()] if self.request.method == "POST" else [IsStaffRole()]
+
+    @extend_schema(responses=TrainingRunOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(TrainingRunOutputSerializer(TrainingRun.objects.all()[:200], many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        run, created = training_run_create(
+            kind=values["kind"],
+            export_id=values["export"],
+            base_checkpoint_id=values["base_checkpoint"],
+            builtin_backbone=values["builtin_backbone"],
+            config=values["config"],
+            client_key=values["client_key"],
+            created_by=authenticated_user(request),
+            enqueue=enqueue_training_run,
+        )
+        run.refresh_from_db()
+        code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        return Response(TrainingRunOutputSerializer(run).data, status=code)
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=TrainingRunOutputSerializer)
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(TrainingRunOutputSerializer(get_object_or_404(TrainingRun, pk=run_id)).data)

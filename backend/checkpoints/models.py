@@ -40,3 +40,58 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
+
+
+class TrainingRun(models.Model):
+    """One training job (a reward model now; PPO and rejection sampling share the record)."""
+
+    class Kind(models.TextChoices):
+        REWARD_HELPFULNESS = "reward_helpfulness", "Reward model (helpfulness)"
+        REWARD_SAFETY = "reward_safety", "Reward model (safety)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    export = models.ForeignKey("exports.ExportRun", on_delete=models.PROTECT, related_name="training_runs")
+    base_checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="The backbone."
+    )
+    builtin_backbone = models.CharField(max_length=100, blank=True, help_text="Or a backbone shipped in a package.")
+    config = models.JSONField(default=dict, help_text="Hyper-parameters that differ from the defaults.")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    log_tail = models.TextField(blank=True, help_text="The last lines of the run's log.")
+    error = models.TextField(blank=True)
+    output_checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="What it produced."
+    )
+    client_key = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "client_key"], condition=~models.Q(client_key=""), name="training_run_client_key"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(base_checkpoint__isnull=False) | ~models.Q(builtin_backbone=""),
+                name="training_run_has_backbone",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0

@@ -42,6 +42,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "export-file": {"GET": {RESEARCHER}},
     "prompt-import": {"POST": {ADMIN}},
     "preference-import": {"POST": {RESEARCHER}},
+    "training-run-list": {"GET": STAFF, "POST": {RESEARCHER}},
+    "training-run-detail": {"GET": STAFF},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}
@@ -88,6 +90,7 @@ def world():
         "live_pair_id": 1,
         "export_id": 1,
         "name": "train.jsonl",
+        "run_id": 1,
     }
     return users, kwargs
 

@@ -1,6 +1,7 @@
 """The reward trainer end to end on tiny models: learning, resuming, saving, and data-parallel runs."""
 
 import json
+from typing import Any
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ from training.tests.synthetic import write_export
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def config(export: Path, backbone: Path, output: Path, **overrides) -> RewardTrainingConfig:
-    values = dict(
+def config(export: Path, backbone: Path, output: Path, **overrides: Any) -> RewardTrainingConfig:
+    values: dict[str, Any] = dict(
         export_dir=export,
         backbone=backbone,
         output_dir=output,
