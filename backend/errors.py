@@ -28,3 +28,9 @@ class Conflict(ServiceError):
     """The request is well-formed but the object's state refuses it (closed batch, done assignment)."""
 
     status_code = 409
+
+
+class Busy(ServiceError):
+    """A race that the client should simply retry (every lease attempt lost to a concurrent one)."""
+
+    status_code = 503

@@ -28,7 +28,7 @@ from backend.batches.models import (
     SkipReason,
     Strength,
 )
-from backend.errors import Conflict, InvalidInput, NotFound
+from backend.errors import Busy, Conflict, InvalidInput, NotFound
 
 BATCH_NOT_OPEN = "This batch is not open for annotation."
 BATCH_NOT_IN_WINDOW = "This batch is outside its annotation window."
@@ -59,6 +59,7 @@ MAX_COMMENT_CHARS = 5_000
 MAX_TIME_SPENT_MS = 86_400_000
 # Leasing retries when every free comparison was momentarily locked by other annotators.
 LEASE_ATTEMPTS = 8
+LEASE_BUSY = "Too many annotators are asking at once; ask again in a moment."
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_:.")
 
 
@@ -141,7 +142,8 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
             if assignment is not None:
                 return assignment
             # else it filled between the snapshot and the lock: look again
-    return None
+    # Every attempt lost a race: the batch is busy, not finished. 204 would tell the client it is done.
+    raise Busy(LEASE_BUSY)
 
 
 def _lease_locked(comparison: Comparison, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
@@ -218,6 +220,7 @@ def _record(
     idempotency_key: str,
     fields: dict[str, object],
     now: datetime,
+    safety_label: str | None = None,
 ) -> tuple[Annotation, bool]:
     """Store one annotation on a leased assignment, exactly once per idempotency key.
 
@@ -229,13 +232,15 @@ def _record(
     try:
         with transaction.atomic():
             assignment = (
-                Assignment.objects.select_for_update()
+                Assignment.objects.select_for_update(of=("self",))
                 .select_related("comparison__batch")
                 .filter(pk=assignment_id, annotator=annotator)
                 .first()
             )
             if assignment is None:
                 raise NotFound(ASSIGNMENT_NOT_FOUND)
+            if safety_label is not None:  # judgements only: checked against the batch loaded with the lock
+                fields["safety_label"] = _check_safety_label(assignment.comparison.batch.focus, safety_label)
             comparison = Comparison.objects.select_for_update().get(pk=assignment.comparison_id)
             if assignment.status != Assignment.Status.LEASED:
                 # A concurrent retry with the same key may have stored it while we waited for the lock.
@@ -279,17 +284,6 @@ def _record(
         return existing, False
 
 
-def _batch_focus(assignment_id: int, annotator: User) -> str:
-    focus = (
-        Assignment.objects.filter(pk=assignment_id, annotator=annotator)
-        .values_list("comparison__batch__focus", flat=True)
-        .first()
-    )
-    if focus is None:
-        raise NotFound(ASSIGNMENT_NOT_FOUND)
-    return focus
-
-
 def annotation_submit(
     *,
     assignment_id: int,
@@ -313,10 +307,6 @@ def annotation_submit(
         raise InvalidInput(STRENGTH_INVALID, field="strength")
     comment = _check_comment(comment)
     time_spent_ms = _check_time_spent(time_spent_ms)
-    existing = _existing_for_key(annotator, idempotency_key, assignment_id)
-    if existing is not None:
-        return existing, False
-    safety_label = _check_safety_label(_batch_focus(assignment_id, annotator), safety_label)
     return _record(
         assignment_id=assignment_id,
         annotator=annotator,
@@ -324,11 +314,11 @@ def annotation_submit(
         fields={
             "choice": choice,
             "strength": strength,
-            "safety_label": safety_label,
             "comment": comment,
             "time_spent_ms": time_spent_ms,
         },
         now=now or timezone.now(),
+        safety_label=safety_label,
     )
 
 
