@@ -1,10 +1,10 @@
 """The reward trainer end to end on tiny models: learning, resuming, saving, and data-parallel runs."""
 
 import json
-from typing import Any
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
