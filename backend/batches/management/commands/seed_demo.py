@@ -23,6 +23,8 @@ from sampler.sampling import batch_sample_prompts
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.json"
 POLICY_NAME = "smollm2-135m-instruct"
+# Prompts sampled per engine call: large enough to batch well, small enough for a moving progress bar.
+DEMO_CHUNK = 8
 
 
 class Command(BaseCommand):
@@ -86,10 +88,10 @@ class Command(BaseCommand):
         if todo:
             engine = get_engine("transformers")
             with tqdm(total=len(todo), desc=f"sampling demo-{focus}", unit="pair") as bar:
-                for start in range(0, len(todo), 4):
+                for start in range(0, len(todo), DEMO_CHUNK):
                     batch_sample_prompts(
                         batch=batch,
-                        prompts=todo[start : start + 4],
+                        prompts=todo[start : start + DEMO_CHUNK],
                         engine=engine,
                         engine_name="transformers",
                         on_pair=lambda _: bar.update(),
