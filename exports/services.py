@@ -71,24 +71,16 @@ def _parse_filters(filters: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def export_create(
+def export_options_check(
     *,
-    created_by: User | None,
-    enqueue: Callable[[int], None],
     filters: dict[str, Any] | None = None,
     formats: Iterable[str] = FORMATS,
     granularity: str = ExportRun.Granularity.COMPARISON,
     margin_scheme: str = "none",
     mix: str = "",
-    seed: int = 0,
     tokenizer: str = WHITESPACE,
-    client_key: str = "",
-) -> tuple[ExportRun, bool]:
-    """Validate and queue an export run; returns (run, created). A retried create with the same key returns it."""
-    if client_key and created_by is not None:
-        existing = ExportRun.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
+) -> dict[str, Any]:
+    """Validate an export's options; returns them normalised (the tokenizer is kept with the filters)."""
     formats = list(dict.fromkeys(formats))
     if not formats or set(formats) - set(FORMATS):
         raise InvalidInput(FORMATS_INVALID, field="formats")
@@ -102,18 +94,35 @@ def export_create(
         raise InvalidInput(TOKENIZER_MISSING.format(path=tokenizer), field="tokenizer")
     checked = _parse_filters(filters or {})
     checked["tokenizer"] = tokenizer
+    return {
+        "filters": checked,
+        "formats": formats,
+        "granularity": granularity,
+        "margin_scheme": margin_scheme,
+        "mix": mix,
+    }
+
+
+def export_create(
+    *,
+    created_by: User | None,
+    enqueue: Callable[[int], None],
+    seed: int = 0,
+    client_key: str = "",
+    **options: Any,
+) -> tuple[ExportRun, bool]:
+    """Validate and queue an export run; returns (run, created). A retried create with the same key returns it.
+
+    `options` are those of `export_options_check`.
+    """
+    if client_key and created_by is not None:
+        existing = ExportRun.objects.filter(created_by=created_by, client_key=client_key).first()
+        if existing:
+            return existing, False
+    checked = export_options_check(**options)
     try:
         with transaction.atomic():
-            run = ExportRun.objects.create(
-                created_by=created_by,
-                client_key=client_key,
-                filters=checked,
-                formats=formats,
-                granularity=granularity,
-                margin_scheme=margin_scheme,
-                mix=mix,
-                seed=seed,
-            )
+            run = ExportRun.objects.create(created_by=created_by, client_key=client_key, seed=seed, **checked)
             transaction.on_commit(partial(enqueue, run.pk))
     except IntegrityError:
         return ExportRun.objects.get(created_by=created_by, client_key=client_key), False

@@ -1,12 +1,13 @@
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.db.models.signals import post_migrate
 
 
 def _sync_roles(app_config: AppConfig, **kwargs: Any) -> None:
-    # The batches app migrates last among ours; by then every permission the roles need exists.
-    if app_config.label == "batches":
+    # post_migrate goes to each app in turn, creating its permissions; after the last app, they all exist.
+    last = [config for config in apps.get_app_configs() if config.models_module is not None][-1]
+    if app_config.label == last.label:
         from backend.accounts.services import roles_sync
 
         roles_sync()

@@ -12,10 +12,12 @@ _ROLE_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
         "checkpoints": ("add_", "change_", "view_"),
         "auth": ("view_user", "change_user", "add_user"),
         "authtoken": ("view_",),
+        "exports": ("view_",),
     },
     Role.RESEARCHER: {
         "batches": ("view_",),
         "checkpoints": ("add_", "change_", "view_"),
+        "exports": ("add_exportrun", "view_"),
     },
 }
 

@@ -105,3 +105,20 @@ def test_open_source_pairs_import_once_and_parse_multi_turn(client_for):
 def test_hh_transcripts_keep_multi_paragraph_turns():
     prompt, reply = hh_transcript("\n\nHuman: Two parts:\n\nsecond paragraph\n\nAssistant: Done.")
     assert prompt == [{"role": "user", "content": "Two parts:\n\nsecond paragraph"}] and reply == "Done."
+
+
+def test_a_researcher_starts_an_export_from_the_admin():
+    from django.test import Client
+
+    make_user(Role.RESEARCHER, username="res", password="a-long-password")
+    judged(make_batch(comparisons=2, held_out_size=0), make_user(Role.ANNOTATOR))
+    client = Client()
+    assert client.login(username="res", password="a-long-password")
+    form = {"filters": "{}", "formats": ["jsonl"], "granularity": "comparison", "margin_scheme": "large"}
+    form |= {"mix": "", "seed": "0", "tokenizer": "whitespace"}
+    bad = client.post("/admin/exports/exportrun/add/", {**form, "filters": '{"batches": [777]}'})
+    assert bad.status_code == 200 and b"Unknown batch id" in bad.content and not ExportRun.objects.exists()
+    added = client.post("/admin/exports/exportrun/add/", form, follow=True)
+    assert added.status_code == 200
+    run = ExportRun.objects.get()
+    assert run.status == ExportRun.Status.DONE and run.margin_scheme == "large" and run.rows_written == 2
