@@ -67,25 +67,18 @@ def _check_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def training_run_create(
+def training_run_check(
     *,
     kind: str,
     export_id: int,
-    created_by: User | None,
-    enqueue: Callable[[int], None],
     base_checkpoint_id: int | None = None,
     builtin_backbone: str = "",
     config: dict[str, Any] | None = None,
-    client_key: str = "",
-) -> tuple[TrainingRun, bool]:
-    """Validate and queue a reward-model run on a finished export; returns (run, created)."""
+) -> dict[str, Any]:
+    """Validate a reward-model run's options; returns the checked config."""
     from exports.models import ExportRun  # the export registry; runs read its directory
     from training.backbones import BUILTIN_BACKBONES
 
-    if client_key and created_by is not None:
-        existing = TrainingRun.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
     if kind not in _REWARD_KINDS:
         raise InvalidInput(KIND_UNKNOWN, field="kind")
     export = ExportRun.objects.filter(pk=export_id).first()
@@ -99,14 +92,40 @@ def training_run_create(
         raise InvalidInput(BACKBONE_UNKNOWN, field="backbone")
     if builtin_backbone and builtin_backbone not in BUILTIN_BACKBONES:
         raise InvalidInput(BUILTIN_UNKNOWN.format(known=", ".join(BUILTIN_BACKBONES)), field="backbone")
+    return _check_config(config or {})
+
+
+def training_run_create(
+    *,
+    kind: str,
+    export_id: int,
+    created_by: User | None,
+    enqueue: Callable[[int], None],
+    base_checkpoint_id: int | None = None,
+    builtin_backbone: str = "",
+    config: dict[str, Any] | None = None,
+    client_key: str = "",
+) -> tuple[TrainingRun, bool]:
+    """Validate and queue a reward-model run on a finished export; returns (run, created)."""
+    if client_key and created_by is not None:
+        existing = TrainingRun.objects.filter(created_by=created_by, client_key=client_key).first()
+        if existing:
+            return existing, False
+    checked = training_run_check(
+        kind=kind,
+        export_id=export_id,
+        base_checkpoint_id=base_checkpoint_id,
+        builtin_backbone=builtin_backbone,
+        config=config,
+    )
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
                 kind=kind,
-                export=export,
+                export_id=export_id,
                 base_checkpoint_id=base_checkpoint_id,
                 builtin_backbone=builtin_backbone,
-                config=_check_config(config or {}),
+                config=checked,
                 created_by=created_by,
                 client_key=client_key,
             )

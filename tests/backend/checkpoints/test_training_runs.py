@@ -1,5 +1,6 @@
 """Reward-model runs in the platform: from a real export to a registered checkpoint with its lineage."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,17 @@ def test_researchers_start_runs_over_the_api(export, client_for, django_capture_
     assert detail["status"] == "done" and detail["progress"] == 1.0 and detail["output_checkpoint"]
     bad = researcher.post(reverse("training-run-list"), {**body, "export": 99999}, format="json")
     assert bad.status_code == 400 and "export" in bad.json()
+
+
+def test_a_researcher_starts_a_run_from_the_admin(export, django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    make_user(Role.RESEARCHER, username="res", password="a-long-password")
+    client = Client()
+    assert client.login(username="res", password="a-long-password")
+    form = {"kind": "reward_helpfulness", "export": export.pk, "builtin_backbone": "all-minilm-l6-v2"}
+    bad = client.post("/admin/checkpoints/trainingrun/add/", {**form, "config": '{"lr": 1}'})
+    assert bad.status_code == 200 and b"Unknown setting" in bad.content and not TrainingRun.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/admin/checkpoints/trainingrun/add/", {**form, "config": json.dumps(SMALL)}, follow=True)
+    assert TrainingRun.objects.get().status == TrainingRun.Status.DONE
