@@ -109,3 +109,18 @@ def test_the_scorer_ranks_replies_like_the_trained_model(tiny_backbone, syntheti
     assert 0 < scorer.probability([prompt], ["a helpful honest answer"])[0] < 1
     # Batching does not change a score.
     assert scorer.score([prompt], ["dog dog dog"])[0] == pytest.approx(bad, abs=1e-5)
+
+
+def test_the_smollm2_policy_works_as_a_backbone(tmp_path):
+    """Llama 2 initialises its reward models from the chat model: the decoder path, at real size."""
+    from sampler.engines.smollm2 import prepare_smollm2_checkpoint
+
+    policy = prepare_smollm2_checkpoint(ROOT / "var" / "test-models" / "smollm2-135m-instruct")
+    export = write_export(tmp_path / "export", train=8, test=4)
+    metrics = train_reward_model(
+        config(export, policy, tmp_path / "rm", batch_size=4, micro_batch_size=2, epochs=1, learning_rate=1e-5)
+    )
+    assert metrics["total_steps"] == 2 and metrics["eval"]["pairs"] == 4
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert model.config.pad_token_id != model.config.eos_token_id
