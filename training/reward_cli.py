@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="Head initialisation and data order.")
     p.add_argument("--checkpoint-every", type=int, default=50, help="Steps between resumable checkpoints.")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda.")
+    p.add_argument("--fsdp", action="store_true", help="Under torchrun: shard the model (FSDP2) instead of DDP.")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 weights (auto: on GPU only).")
     return p
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         checkpoint_every=args.checkpoint_every,
         device=args.device,
         bf16=None if args.bf16 == "auto" else args.bf16 == "on",
+        fsdp=args.fsdp,
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
     with tqdm(desc="reward model", unit="step", disable=not main_process) as bar:

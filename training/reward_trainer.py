@@ -24,6 +24,15 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -76,6 +85,9 @@ class RewardTrainingConfig:
     """'auto' (cuda if available), 'cpu' or 'cuda'."""
     bf16: bool | None = None
     """Weights in bf16 (default: on GPU only; fp32 on CPU, where bf16 is about 10x slower)."""
+    fsdp: bool = False
+    """Under torchrun, shard parameters, gradients and optimizer state (FSDP2) instead of replicating them
+    (DDP): for models that do not fit one device."""
     stop_after_steps: int | None = None
     """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -121,24 +133,40 @@ def _step_pairs(order: list[int], step: int, config: RewardTrainingConfig, runti
     return chunk[runtime.rank :: runtime.world], len(chunk)
 
 
-def _save_resume(
-    directory: Path, model: Any, optimizer: Any, scheduler: Any, step: int, losses: list[dict[str, float]]
-) -> None:
+def _full_states(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Whole (unsharded) model and optimizer state dicts; a collective call when the model is sharded."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _save_resume(directory: Path, states: tuple[dict[str, Any], dict[str, Any]], scheduler: Any, step: int,
+                 log: list[dict[str, float]]) -> None:  # fmt: skip
     partial = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "log": losses,
-        },
-        partial / "state.pt",
-    )
+    model_state, optimizer_state = states
+    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
+    torch.save({**state, "step": step, "log": log}, partial / "state.pt")
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
+
+
+def _load_resume(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[dict[str, float]]]:
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, state["model"], options=options)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state["log"]
+
+
+def _shard(model: PreTrainedModel, runtime: _Runtime) -> None:
+    """FSDP2: each transformer block is its own shard unit, then the whole model."""
+    mesh = init_device_mesh(runtime.device.type, (runtime.world,))
+    blocks = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Layer", "Block"))]
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -150,6 +178,9 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
     model, tokenizer = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
     model.to(runtime.device)  # type: ignore[arg-type]
     model.train()
+    sharded = runtime.world > 1 and config.fsdp
+    if sharded:
+        _shard(model, runtime)
 
     pairs = encode_pairs(load_pairs(config.export_dir, "train"), tokenizer, config.max_length)
     order = bucketed_order([p.length for p in pairs], config.micro_batch_size, config.seed)
@@ -162,15 +193,11 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
 
     work = config.output_dir.with_name(config.output_dir.name + ".work")
     resume = work / RESUME_DIR
-    step, log = 0, []
+    step, log = 0, list[dict[str, float]]()
     if (resume / "state.pt").exists():
-        state = torch.load(resume / "state.pt", map_location=runtime.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, log = state["step"], state["log"]
+        step, log = _load_resume(resume, model, optimizer, scheduler)
 
-    trained = DistributedDataParallel(model) if runtime.world > 1 else model
+    trained = DistributedDataParallel(model) if runtime.world > 1 and not sharded else model
     pad = tokenizer.pad_token_id
     assert pad is not None
     while step < total:
@@ -181,8 +208,10 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
         for index, indices in enumerate(micro):
             batch = collate([pairs[i] for i in indices], pad)
             last = index == len(micro) - 1
-            sync = nullcontext() if last or runtime.world == 1 else trained.no_sync()  # type: ignore[operator]
-            with sync:
+            if sharded:
+                model.set_requires_gradient_sync(last)  # type: ignore[operator]
+            no_sync = runtime.world > 1 and not sharded and not last
+            with trained.no_sync() if no_sync else nullcontext():  # type: ignore[operator]
                 scores = rewards(
                     trained,  # type: ignore[arg-type]  # DDP forwards to the wrapped model
                     batch["input_ids"].to(runtime.device),
@@ -215,15 +244,24 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
         if progress is not None and runtime.main:
             progress(step, total, entry)
         stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
-        if runtime.main and (step % config.checkpoint_every == 0 or stopping):
-            _save_resume(resume, model, optimizer, scheduler, step, log)
+        if step % config.checkpoint_every == 0 or stopping:
+            states = _full_states(model, optimizer)
+            if runtime.main:
+                _save_resume(resume, states, scheduler, step, log)
         if stopping:
             _barrier(runtime)
             return {"stopped_at_step": step, "total_steps": total}
 
     metrics: dict[str, Any] = {}
+    final = model
+    if sharded:
+        full_state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if runtime.main:
+            final, _ = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
+            final.load_state_dict(full_state)
+            final.to(runtime.device)  # type: ignore[arg-type]
     if runtime.main:
-        metrics = _finish(config, model, tokenizer, pairs, log, manifest, work, total, warmup)
+        metrics = _finish(config, final, tokenizer, pairs, log, manifest, work, total, warmup)
     _barrier(runtime)
     return metrics
 

@@ -75,7 +75,8 @@ def test_a_manifest_of_another_schema_version_is_refused(tmp_path, tiny_backbone
     assert "re-export" in SCHEMA_MISMATCH
 
 
-def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tiny_backbone, tmp_path):
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tiny_backbone, tmp_path, sharding):
     export = write_export(tmp_path / "export", train=64, test=16)
     arguments = [
         "--export", str(export), "--backbone", str(tiny_backbone), "--learning-rate", "3e-3",
@@ -85,8 +86,9 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tiny_back
     subprocess.run([sys.executable, "-m", "training.reward_cli", *arguments, "--output", str(single)],
                    cwd=ROOT, check=True, capture_output=True)  # fmt: skip
     double = tmp_path / "double"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    result = subprocess.run([*torchrun, "-m", "training.reward_cli", *arguments, "--output", str(double)],
+    port = "29533" if not sharding else "29534"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    result = subprocess.run([*torchrun, "-m", "training.reward_cli", *arguments, *sharding, "--output", str(double)],
                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = weights(single), weights(double)
