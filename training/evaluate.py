@@ -141,10 +141,10 @@ def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], o
     axes.bar([p + 0.2 for p in positions], [paper[s] for s in STRENGTH_LEVELS], width=0.4, label="Llama 2 (paper)")
     axes.set_xticks(list(positions), [t.replace(" / ", "/\n") for t in STRENGTH_TITLES])
     axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
+    axes.set_ylim(0, 115)  # headroom for the legend above 100%
     axes.axhline(50, color="grey", linewidth=0.8, linestyle=":")
     axes.set_title(f"Reward model accuracy by preference rating ({focus})")
-    axes.legend()
+    axes.legend(loc="upper right", ncols=2)
     figure.tight_layout()
     figure.savefig(output_dir / "accuracy_by_strength.png", dpi=100)
     plt.close(figure)
