@@ -401,8 +401,9 @@ def preferences_import(*, content: bytes, source: str, harmless: bool) -> dict[s
     with transaction.atomic():
         for number, record in _records(content):
             try:
-                prompt, chosen = hh_transcript(str(record["chosen"]))
-                rejected_prompt, rejected = hh_transcript(str(record["rejected"]))
+                # NUL cannot be stored in PostgreSQL text: it becomes U+FFFD, the rest is kept as it came.
+                prompt, chosen = hh_transcript(str(record["chosen"]).replace("\x00", "\ufffd"))
+                rejected_prompt, rejected = hh_transcript(str(record["rejected"]).replace("\x00", "\ufffd"))
             except (KeyError, ValueError) as error:
                 raise InvalidInput(HH_PAIR_INVALID.format(line=number), field="file") from error
             if rejected_prompt != prompt:

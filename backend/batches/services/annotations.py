@@ -51,6 +51,7 @@ SAFETY_LABEL_NOT_SAFETY_BATCH = "safety_label is only given in safety batches."
 SKIP_REASON_INVALID = "reason must be one of: " + ", ".join(SkipReason.values) + "."
 SKIP_OTHER_NEEDS_COMMENT = "Say why in the comment when the reason is 'other'."
 COMMENT_TOO_LONG = "The comment is longer than {limit} characters."
+COMMENT_NUL = "The comment contains a NUL character (\\u0000), which cannot be stored."
 TIME_SPENT_INVALID = "time_spent_ms must be between 0 and 86,400,000 (24 hours)."
 
 # The one combination the protocol forbids; it is named so the refusal can say why.
@@ -184,6 +185,8 @@ def _check_idempotency_key(key: str) -> str:
 def _check_comment(comment: str) -> str:
     if len(comment) > MAX_COMMENT_CHARS:
         raise InvalidInput(COMMENT_TOO_LONG.format(limit=MAX_COMMENT_CHARS), field="comment")
+    if "\x00" in comment:
+        raise InvalidInput(COMMENT_NUL, field="comment")
     return comment.strip()
 
 

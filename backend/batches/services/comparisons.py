@@ -33,6 +33,11 @@ class ResponseInput:
     engine: str = ""
 
 
+def _storable(text: str) -> str:
+    """Model output is kept as it came, except NUL, which PostgreSQL text cannot hold: it becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _check_response(response: ResponseInput, field: str) -> None:
     if response.checkpoint.kind != CheckpointKind.POLICY:
         raise InvalidInput(RESPONSE_CHECKPOINT_NOT_POLICY, field=f"{field}.checkpoint")
@@ -67,7 +72,8 @@ def comparison_create(
     try:
         with transaction.atomic():
             first_row, second_row = (
-                Response.objects.create(prompt=prompt, **vars(response)) for response in (first, second)
+                Response.objects.create(prompt=prompt, **{**vars(response), "text": _storable(response.text)})
+                for response in (first, second)
             )
             comparison = Comparison.objects.create(
                 batch=batch,

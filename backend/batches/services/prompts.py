@@ -10,6 +10,7 @@ from backend.errors import Conflict, InvalidInput, NotFound
 
 PROMPT_TEXT_REQUIRED = "The prompt text is empty."
 PROMPT_TOO_LONG = "The prompt is longer than {limit} characters."
+PROMPT_NUL = "The prompt contains a NUL character (\\u0000), which cannot be stored."
 TAGS_INVALID = "tags must be a list of short strings."
 SOURCE_UNKNOWN = "source must be one of: annotator, pool, dialogue."
 CLIENT_KEY_INVALID = "client_key must be at most 64 characters."
@@ -26,6 +27,8 @@ def _check_text(text: str, field: str) -> str:
         raise InvalidInput(PROMPT_TEXT_REQUIRED, field=field)
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidInput(PROMPT_TOO_LONG.format(limit=MAX_PROMPT_CHARS), field=field)
+    if "\x00" in text:
+        raise InvalidInput(PROMPT_NUL, field=field)
     return text
 
 

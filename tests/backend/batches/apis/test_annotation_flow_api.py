@@ -136,3 +136,14 @@ def test_someone_elses_assignment_is_a_404(token_client, client_for):
         format="json",
     )
     assert submit.status_code == 404
+
+
+def test_nul_characters_are_a_400_not_a_500(token_client, client_for):
+    batch = make_batch(comparisons=1)
+    url = reverse("assignment-submit", kwargs={"assignment_id": next_for(token_client, batch).json()["id"]})
+    response = token_client.post(
+        url, {"choice": "a", "strength": "better", "idempotency_key": "n", "comment": "a\x00b"}, format="json"
+    )
+    assert response.status_code == 400 and "comment" in response.json()
+    prompt = token_client.post(reverse("prompt-list"), {"text": "hi\x00there"}, format="json")
+    assert prompt.status_code == 400 and "text" in prompt.json()

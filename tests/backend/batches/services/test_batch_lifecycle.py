@@ -137,3 +137,9 @@ def test_empty_guidelines_get_the_focus_defaults():
     safety, _ = create(name="s", focus="safety")
     assert "fulfils the request" in helpful.guidelines
     assert "Adversarial prompts" in safety.guidelines
+
+
+def test_a_nul_in_model_output_is_stored_as_a_replacement_character():
+    batch = make_batch(comparisons=0, open_it=False)
+    comparison = make_comparison(batch, texts=("fine", "bro\x00ken"))
+    assert comparison.second_response.text == "bro\ufffdken"
