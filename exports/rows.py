@@ -1,18 +1,24 @@
 """Dataset rows streamed from the database in bounded memory, in a fixed order.
 
-Annotations are read with a server-side cursor (`iterator`) ordered by comparison, so the annotations
+Annotations are read with a server-side cursor, in blocks, ordered by comparison, so the annotations
 of one comparison arrive together and can be reduced to a consensus row without holding more than
-one block of rows. Dialogue turns are fetched per block.
+a few blocks of rows. Dialogue turns are fetched per block. On PostgreSQL outside a transaction a
+reader thread fetches the blocks, so the database works while the rows are built and written.
 """
 
+import functools
 import hashlib
+import queue
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Q
 
 from backend.batches.models import Annotation, Turn
@@ -20,6 +26,11 @@ from exports.models import ExternalPreference
 from exports.schema import MARGINS, STRENGTHS
 
 BLOCK = 2000
+# Blocks the reader thread may hold ready (PostgreSQL, outside a transaction): memory stays bounded.
+READ_AHEAD = 3
+# A reader whose blocks nobody takes for this long gives up, closing its transaction (an abandoned export).
+READER_PATIENCE_S = 600.0
+READER_GAVE_UP = "The export's reader stopped: no block was taken for {seconds:.0f} s."
 _FIELDS = (
     "comparison_id",
     "annotator_id",
@@ -43,6 +54,7 @@ _FIELDS = (
 )
 # Safety labels in order of caution: a tied vote settles on the more cautious label.
 _SAFETY_ORDER = ("both_unsafe", "chosen_safe_other_unsafe", "both_safe", "")
+_UNSURE = "negligibly_better_or_unsure"
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ def pseudonym(annotator_id: int) -> str:
     return hashlib.sha256(f"{salt}:{annotator_id}".encode()).hexdigest()[:16]
 
 
-def _annotations(filters: RowFilters) -> Any:
+def _filtered(filters: RowFilters) -> Any:
     query = Q(skip_reason="")
     if filters.batch_ids:
         query &= Q(comparison__batch_id__in=filters.batch_ids)
@@ -80,26 +92,114 @@ def _annotations(filters: RowFilters) -> Any:
         query &= Q(created_at__gte=filters.since)
     if filters.until:
         query &= Q(created_at__lt=filters.until)
-    return Annotation.objects.filter(query).order_by("comparison_id", "id").values_list(*_FIELDS)
+    return Annotation.objects.filter(query)
+
+
+def _annotations(filters: RowFilters) -> Any:
+    return _filtered(filters).order_by("comparison_id", "id").values_list(*_FIELDS)
 
 
 def annotation_count(filters: RowFilters) -> int:
-    return int(_annotations(filters).count())
+    # Without the joins of the export's columns: every one of them follows a non-null foreign key.
+    return int(_filtered(filters).count())
 
 
-def _blocks(filters: RowFilters) -> Iterator[list[tuple[Any, ...]]]:
-    block: list[tuple[Any, ...]] = []
-    for row in _annotations(filters).iterator(chunk_size=BLOCK):
-        block.append(row)
-        if len(block) >= BLOCK:
-            yield block
-            block = []
-    if block:
-        yield block
+_Block = tuple[list[tuple[Any, ...]], dict[int, list[dict[str, str]]]]
+
+
+def _read(filters: RowFilters) -> Iterator[_Block]:
+    """Blocks of annotation rows, each with the dialogue turns it needs, on this thread's connection."""
+    sql, params = _annotations(filters).query.sql_with_params()
+    chunked = not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+    # The raw rows of the values_list: on PostgreSQL a server-side cursor read in blocks.
+    with connection.chunked_cursor() if chunked else connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while block := cursor.fetchmany(BLOCK):
+            yield block, _turns({row[14] for row in block if row[14]})
+
+
+def _read_ahead(filters: RowFilters) -> Iterator[_Block]:
+    """`_read` on a thread of its own, a few blocks ahead of the consumer.
+
+    The thread has its own connection and reads in a transaction, so the server-side cursor streams (outside
+    one, Django declares it WITH HOLD and PostgreSQL first copies the whole result aside) while the export's
+    progress updates still commit on the caller's connection. PostgreSQL computes and sends the next blocks
+    while this thread turns the previous ones into rows.
+    """
+    blocks: queue.Queue[_Block | BaseException | None] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def offer(item: _Block | BaseException | None) -> bool:
+        deadline = time.monotonic() + READER_PATIENCE_S
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with transaction.atomic():
+                for block in _read(filters):
+                    if not offer(block):
+                        return
+        except BaseException as error:  # handed to the consumer, which raises it
+            offer(error)
+            return
+        finally:
+            connection.close()
+        offer(None)
+
+    reader = threading.Thread(target=read, name="export-rows-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                item = blocks.get(timeout=1.0)
+            except queue.Empty:
+                if reader.is_alive():
+                    continue
+                raise RuntimeError(READER_GAVE_UP.format(seconds=READER_PATIENCE_S)) from None
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _blocks(filters: RowFilters) -> Iterator[_Block]:
+    # Inside a transaction (the caller's, or a test's) only this connection sees its rows: read them here.
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _read_ahead(filters)
+    return _read(filters)
+
+
+def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], list[dict[str, str]]]]:
+    """Each comparison's annotations (in id order) with its dialogue context, in comparison order."""
+    group: list[tuple[Any, ...]] = []
+    context: list[dict[str, str]] = []
+    for block, turns in _blocks(filters):
+        for row in block:
+            if group and row[0] == group[0][0]:
+                group.append(row)
+                continue
+            if group:
+                yield group, context
+            group = [row]
+            context = turns.get(row[14], []) if row[14] else []
+    if group:
+        yield group, context
 
 
 def _turns(dialogue_ids: set[int]) -> dict[int, list[dict[str, str]]]:
     turns: dict[int, list[dict[str, str]]] = {}
+    if not dialogue_ids:
+        return turns
     for dialogue_id, role, content in (
         Turn.objects.filter(dialogue_id__in=dialogue_ids)
         .order_by("dialogue_id", "index")
@@ -109,7 +209,14 @@ def _turns(dialogue_ids: set[int]) -> dict[int, list[dict[str, str]]]:
     return turns
 
 
-def _row(first: tuple[Any, ...], context: list[dict[str, str]], margins: dict[str, float] | None) -> dict[str, Any]:
+def _row(
+    first: tuple[Any, ...],
+    context: list[dict[str, str]],
+    margins: dict[str, float] | None,
+    annotators: list[str],
+    agreement: float | None,
+) -> dict[str, Any]:
+    """One output row, its keys in the schema's order (the writers rely on it for speed, not correctness)."""
     (
         comparison_id,
         _annotator,
@@ -131,33 +238,37 @@ def _row(first: tuple[Any, ...], context: list[dict[str, str]], margins: dict[st
         focus,
         held_out,
     ) = first
+    question = {"role": "user", "content": prompt_text}
     row: dict[str, Any] = {
-        "prompt": [*context, {"role": "user", "content": prompt_text}],
+        "prompt": [*context, question] if context else [question],
         "chosen": [{"role": "assistant", "content": chosen_text}],
         "rejected": [{"role": "assistant", "content": rejected_text}],
+        "margin": None if margins is None else margins[strength],
+        "strength": strength,
+        "safety_label": safety_label,
+        "is_safety": focus == "safety",
+        "chosen_checkpoint": chosen_checkpoint,
+        "chosen_temperature": chosen_temperature,
+        "chosen_seed": chosen_seed,
+        "rejected_checkpoint": rejected_checkpoint,
+        "rejected_temperature": rejected_temperature,
+        "rejected_seed": rejected_seed,
+        "source": "platform",
+        "batch": batch_name,
+        "week": week,
+        "comparison_id": comparison_id,
+        "annotators": annotators,
+        "agreement": agreement,
+        "split": "test" if held_out else "train",
     }
-    if margins is not None:
-        row["margin"] = margins[strength]
-    row.update(
-        strength=strength,
-        safety_label=safety_label,
-        is_safety=focus == "safety",
-        chosen_checkpoint=chosen_checkpoint,
-        chosen_temperature=chosen_temperature,
-        chosen_seed=chosen_seed,
-        rejected_checkpoint=rejected_checkpoint,
-        rejected_temperature=rejected_temperature,
-        rejected_seed=rejected_seed,
-        source="platform",
-        batch=batch_name,
-        week=week,
-        comparison_id=comparison_id,
-        split="test" if held_out else "train",
-    )
+    if margins is None:
+        del row["margin"]
     return row
 
 
-def _consensus(group: list[tuple[Any, ...]], stats: ConsensusStats) -> tuple[tuple[Any, ...], list[str], float] | None:
+def _consensus(
+    group: list[tuple[Any, ...]], stats: ConsensusStats, voter: Callable[[int], str] = pseudonym
+) -> tuple[tuple[Any, ...], list[str], float] | None:
     """The majority side of a comparison's annotations, with its strength, label, voters and agreement."""
     votes = Counter(row[4] for row in group)
     (winner, top), *rest = votes.most_common()
@@ -174,7 +285,7 @@ def _consensus(group: list[tuple[Any, ...]], stats: ConsensusStats) -> tuple[tup
     representative = (*representative[:2], strength, label, *representative[4:])
     agreement = top / len(group)
     stats.agreement[round(agreement, 4)] += 1
-    return representative, sorted(pseudonym(row[1]) for row in majority), agreement
+    return representative, sorted(voter(row[1]) for row in majority), agreement
 
 
 def platform_rows(
@@ -182,45 +293,30 @@ def platform_rows(
 ) -> Iterator[dict[str, Any]]:
     """Rows of the platform's own annotations, ordered by comparison (then annotation)."""
     margins = MARGINS[margin_scheme]
-    pending: list[tuple[Any, ...]] = []
-
-    def emit(group: list[tuple[Any, ...]], turns: dict[int, list[dict[str, str]]]) -> Iterator[dict[str, Any]]:
+    # One hash per annotator, not per row.
+    voter = functools.cache(pseudonym)
+    for group, context in _groups(filters):
         stats.comparisons_seen += 1
-        context = turns.get(group[0][14], []) if group[0][14] else []
         if granularity == "annotation":
             for annotation in group:
-                if filters.drop_unsure and annotation[2] == "negligibly_better_or_unsure":
+                if filters.drop_unsure and annotation[2] == _UNSURE:
                     stats.unsure_dropped += 1
                     continue
-                row = _row(annotation, context, margins)
-                row.update(annotators=[pseudonym(annotation[1])], agreement=None)
-                yield row
-            return
-        consensus = _consensus(group, stats)
-        if consensus is None:
-            return
-        representative, voters, agreement = consensus
-        if filters.drop_unsure and representative[2] == "negligibly_better_or_unsure":
+                yield _row(annotation, context, margins, [voter(annotation[1])], None)
+            continue
+        if len(group) == 1:
+            # A single vote is its own majority: what _consensus would return, without the counting.
+            representative, voters, agreement = group[0], [voter(group[0][1])], 1.0
+            stats.agreement[1.0] += 1
+        else:
+            consensus = _consensus(group, stats, voter)
+            if consensus is None:
+                continue
+            representative, voters, agreement = consensus
+        if filters.drop_unsure and representative[2] == _UNSURE:
             stats.unsure_dropped += 1
-            return
-        row = _row(representative, context, margins)
-        row.update(annotators=voters, agreement=agreement)
-        yield row
-
-    for block in _blocks(filters):
-        rows = pending + block
-        turns = _turns({row[14] for row in rows if row[14]})
-        # The last comparison of a block may go on in the next one: keep it back.
-        last = rows[-1][0]
-        complete = [row for row in rows if row[0] != last]
-        pending = [row for row in rows if row[0] == last]
-        start = 0
-        for index in range(1, len(complete) + 1):
-            if index == len(complete) or complete[index][0] != complete[start][0]:
-                yield from emit(complete[start:index], turns)
-                start = index
-    if pending:
-        yield from emit(pending, _turns({pending[0][14]} if pending[0][14] else set()))
+            continue
+        yield _row(representative, context, margins, voters, agreement)
 
 
 def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[dict[str, Any]]:

@@ -2,10 +2,18 @@
 
 Output is deterministic: keys and columns in the schema's order, no timestamps in the files, so the
 same rows give byte-identical files.
+
+Rows are encoded on the caller's thread; the slow parts that release the GIL (Parquet compression, file
+writes, hashing the JSONL bytes) run on one background thread, in order, a bounded number of steps behind.
 """
 
 import hashlib
+import itertools
 import json
+import queue
+import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -17,6 +25,165 @@ from exports.schema import arrow_schema, columns_for
 
 FORMATS = ("jsonl", "parquet")
 ROW_GROUP_ROWS = 10_000
+# JSONL lines are written in batches of this many rows (a few MB).
+JSONL_BATCH_ROWS = 1000
+# Writes the background thread may have queued: what is held in memory beyond the current buffers.
+PENDING_WRITES = 2
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """`json.dumps(value, ensure_ascii=False, separators=(",", ":"))` with the C encoder built once, not per row."""
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:
+        return partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+    # What JSONEncoder.iterencode builds for each call, less the circular-reference check (rows are trees).
+    encoder = make_encoder(
+        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(encoder(value, 0))
+
+
+class _Background:
+    """One thread that runs submitted calls in order.
+
+    After a call fails the rest are skipped; its error is raised once, on the next submit or on close.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=PENDING_WRITES)
+        self._error: BaseException | None = None
+        self._raised = False
+        self._thread = threading.Thread(target=self._run, name="export-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            if self._error is None:
+                try:
+                    call()
+                except BaseException as error:  # raised on the caller's thread
+                    self._error = error
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self._raise()
+        if self._error is None:
+            self._calls.put(call)
+
+    def close(self) -> None:
+        """Wait for every submitted call; raise the error of the one that failed, if not raised yet."""
+        if self._thread.is_alive():
+            self._calls.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
+
+
+class _JsonlFile:
+    """A JSONL file written in batches, hashed as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle: IO[bytes] = path.open("wb")
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.digest.update(data)
+
+
+class _ScalarColumn:
+    """One row group's values of a column of strings, numbers or booleans."""
+
+    def __init__(self, data_type: pa.DataType) -> None:
+        self.type = data_type
+        self.values: list[Any] = []
+        self.add = self.values.append
+
+    def array(self) -> Any:
+        return pa.array(self.values, type=self.type)
+
+
+class _ListColumn:
+    """One row group's values of a list column, kept flat: the items (or, for a list of structs, each field's
+    values) and the offsets where each row's list ends.
+
+    Flat lists of strings and numbers are nothing the cyclic garbage collector tracks; 10,000 buffered rows of
+    lists and dicts made its collections cost more than building the arrays. Values that do not fit (a None, a
+    tuple, a message that is not a dict) turn the column back into a list of values, which `pa.array` takes as
+    they are. Both give the same arrays.
+    """
+
+    def __init__(self, data_type: pa.ListType) -> None:
+        self.type = data_type
+        self.struct = data_type.value_type if pa.types.is_struct(data_type.value_type) else None
+        # A list of structs keeps one list per field; any other list, one list of items.
+        self.names = [field.name for field in self.struct] if self.struct is not None else []
+        self.items: list[list[Any]] = [[] for _ in self.names] or [[]]
+        self.offsets = [0]
+        self.objects: list[Any] | None = None
+        # Each struct field's name and where its values go.
+        self.fields = [(name, items.append) for name, items in zip(self.names, self.items, strict=False)]
+
+    def add(self, value: Any) -> None:
+        if self.objects is None and type(value) is list:
+            if self.struct is None:
+                self.items[0] += value
+                self.offsets.append(len(self.items[0]))
+                return
+            fields = self.fields
+            for element in value:
+                if type(element) is not dict:
+                    break
+                for name, append in fields:
+                    append(element.get(name))
+            else:
+                self.offsets.append(len(self.items[0]))
+                return
+            for items in self.items:
+                del items[self.offsets[-1] :]
+        self._as_objects().append(value)
+
+    def _as_objects(self) -> list[Any]:
+        if self.objects is None:
+            self.objects = []
+            for start, end in itertools.pairwise(self.offsets):
+                if self.struct is None:
+                    self.objects.append(self.items[0][start:end])
+                else:
+                    fields = [items[start:end] for items in self.items]
+                    self.objects.append(
+                        [dict(zip(self.names, values, strict=True)) for values in zip(*fields, strict=True)]
+                    )
+            self.items = [[] for _ in self.items]
+            self.offsets = [0]
+            self.fields = []
+        return self.objects
+
+    def array(self) -> Any:
+        if self.objects is None:
+            if self.struct is None:
+                children = [pa.array(self.items[0], type=self.type.value_type)]
+            else:
+                children = [
+                    pa.array(items, type=field.type) for field, items in zip(self.struct, self.items, strict=True)
+                ]
+            # Over 2 GB of text in one row group pa.array gives chunks: leave that to the general path.
+            if all(isinstance(child, pa.Array) for child in children):
+                offsets = pa.array(self.offsets, type=pa.int32())
+                if self.struct is None:
+                    return pa.ListArray.from_arrays(offsets, children[0], type=self.type)
+                values = pa.StructArray.from_arrays(children, fields=list(self.struct))
+                return pa.ListArray.from_arrays(offsets, values, type=self.type)
+        return pa.array(self._as_objects(), type=self.type)
+
+
+def _column(data_type: pa.DataType) -> _ScalarColumn | _ListColumn:
+    if pa.types.is_list(data_type):
+        return _ListColumn(data_type)
+    return _ScalarColumn(data_type)
 
 
 class SplitWriter:
@@ -28,48 +195,87 @@ class SplitWriter:
         self.names = [name for name, _ in columns_for(margin_scheme)]
         self.schema = arrow_schema(margin_scheme)
         self.rows: dict[str, int] = {}
-        self._jsonl: dict[str, IO[str]] = {}
+        self._names = tuple(self.names)
+        self._encode = _json_encoder()
+        self._jsonl: dict[str, _JsonlFile] = {}
+        self._lines: dict[str, list[str]] = {}
         self._parquet: dict[str, pq.ParquetWriter] = {}
-        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._columns: dict[str, list[_ScalarColumn | _ListColumn]] = {}
+        self._buffered: dict[str, int] = {}
+        self._background: _Background | None = None
 
     def __enter__(self) -> "SplitWriter":
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._background = _Background()
         return self
 
     def write(self, row: dict[str, Any]) -> None:
         split = row["split"]
-        ordered = {name: row[name] for name in self.names}
+        # Rows built in the schema's order (as exports.rows builds them) are written as they are.
+        ordered = row if tuple(row) == self._names else {name: row[name] for name in self.names}
         self.rows[split] = self.rows.get(split, 0) + 1
         if "jsonl" in self.formats:
-            if split not in self._jsonl:
-                self._jsonl[split] = (self.directory / f"{split}.jsonl").open("w", encoding="utf-8", newline="\n")
-            self._jsonl[split].write(json.dumps(ordered, ensure_ascii=False, separators=(",", ":")) + "\n")
+            lines = self._lines.get(split)
+            if lines is None:
+                self._jsonl[split] = _JsonlFile(self.directory / f"{split}.jsonl")
+                lines = self._lines[split] = []
+            lines.append(self._encode(ordered))
+            if len(lines) >= JSONL_BATCH_ROWS:
+                self._flush_jsonl(split)
         if "parquet" in self.formats:
-            buffer = self._buffers.setdefault(split, [])
-            buffer.append(ordered)
-            if len(buffer) >= ROW_GROUP_ROWS:
+            columns = self._columns.get(split)
+            if columns is None:
+                columns = self._columns[split] = [_column(field.type) for field in self.schema]
+            for column, value in zip(columns, ordered.values(), strict=True):
+                column.add(value)
+            self._buffered[split] = buffered = self._buffered.get(split, 0) + 1
+            if buffered >= ROW_GROUP_ROWS:
                 self._flush(split)
 
+    def _submit(self, call: Callable[[], None]) -> None:
+        if self._background is None:
+            call()
+        else:
+            self._background.submit(call)
+
+    def _flush_jsonl(self, split: str) -> None:
+        lines = self._lines.get(split)
+        if not lines:
+            return
+        lines.append("")
+        self._submit(partial(self._jsonl[split].write, "\n".join(lines).encode("utf-8")))
+        self._lines[split] = []
+
     def _flush(self, split: str) -> None:
-        buffer = self._buffers.get(split)
-        if not buffer:
+        if not self._buffered.get(split):
             return
         if split not in self._parquet:
             self._parquet[split] = pq.ParquetWriter(
                 self.directory / f"{split}.parquet", self.schema, compression="zstd", write_statistics=True
             )
-        self._parquet[split].write_table(pa.Table.from_pylist(buffer, schema=self.schema))
-        self._buffers[split] = []
+        # The table Table.from_pylist(rows, schema=self.schema) gives, built column by column.
+        arrays = [column.array() for column in self._columns.pop(split)]
+        self._submit(partial(self._parquet[split].write_table, pa.Table.from_arrays(arrays, schema=self.schema)))
+        self._buffered[split] = 0
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        for split in list(self._buffers):
-            self._flush(split)
-        for handle in self._jsonl.values():
-            handle.close()
-        for writer in self._parquet.values():
-            writer.close()
+        try:
+            for split in list(self._lines):
+                self._flush_jsonl(split)
+            for split in list(self._columns):
+                self._flush(split)
+        finally:
+            background, self._background = self._background, None
+            try:
+                if background is not None:
+                    background.close()
+            finally:
+                for jsonl in self._jsonl.values():
+                    jsonl.handle.close()
+                for writer in self._parquet.values():
+                    writer.close()
 
     def files(self) -> list[dict[str, Any]]:
         """Every file written, with its split, format, row count, size and sha256."""
@@ -77,6 +283,7 @@ class SplitWriter:
         for fmt in self.formats:
             for split in sorted(self.rows):
                 path = self.directory / f"{split}.{fmt}"
+                jsonl = self._jsonl.get(split) if fmt == "jsonl" else None
                 described.append(
                     {
                         "name": path.name,
@@ -84,7 +291,7 @@ class SplitWriter:
                         "split": split,
                         "rows": self.rows[split],
                         "bytes": path.stat().st_size,
-                        "sha256": file_sha256(path),
+                        "sha256": jsonl.digest.hexdigest() if jsonl is not None else file_sha256(path),
                     }
                 )
         return described
