@@ -13,10 +13,10 @@ pytestmark = pytest.mark.django_db
 
 # Session, user, roles, batch; the page's own work then runs through the API.
 PAGE_QUERIES = 4
-# Session, user, roles, batch, the live lease if any, then in one transaction (SAVEPOINT/RELEASE inside
-# the test's own) the free comparison FOR UPDATE SKIP LOCKED, its recount and the insert; last, one
-# joined read of everything the page shows.
-NEXT_QUERIES = 11
+# Session, user, batch (the roles the page's request read are still in backend.accounts.auth_cache), the live
+# lease if any, then in one transaction (SAVEPOINT/RELEASE inside the test's own) the free comparison FOR UPDATE
+# SKIP LOCKED, its recount and the insert; last, one joined read of everything the page shows.
+NEXT_QUERIES = 10
 
 
 def queries(client: Client, method: str, url: str) -> int:

@@ -20,3 +20,6 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         # Every migrate (a fresh deployment, the test database) ends with the role groups in place.
         post_migrate.connect(_sync_roles, dispatch_uid="accounts-sync-roles")
+        from backend.accounts.auth_cache import connect_invalidation
+
+        connect_invalidation()

@@ -26,7 +26,6 @@ from backend.accounts.permissions import (
 )
 from backend.accounts.roles import Role, authenticated_user, user_has_role
 from backend.batches.models import (
-    Assignment,
     Batch,
     Comparison,
     Focus,
@@ -40,7 +39,6 @@ from backend.batches.selectors import (
     batch_get,
     batch_list,
     batch_progress,
-    prompt_context,
     prompt_list,
 )
 from backend.batches.services.annotations import (
@@ -313,33 +311,18 @@ class TurnSerializer(serializers.Serializer):
 
 
 class AssignmentDisplaySerializer(serializers.Serializer):
-    """A comparison as the annotator sees it: sides A/B in the lease's order, no model identity."""
+    """An AssignmentDisplay: the comparison as its annotator sees it, sides A/B in lease order, no model identity."""
 
     id = serializers.IntegerField()
-    batch = serializers.IntegerField(source="comparison.batch_id")
-    focus = serializers.CharField(source="comparison.batch.focus")
+    batch = serializers.IntegerField()
+    focus = serializers.CharField()
     status = serializers.CharField()
-    dialogue = serializers.SerializerMethodField(help_text="The turns before the prompt, oldest first.")
-    prompt = serializers.CharField(source="comparison.prompt.text")
-    response_a = serializers.SerializerMethodField()
-    response_b = serializers.SerializerMethodField()
+    dialogue = TurnSerializer(many=True, help_text="The turns before the prompt, oldest first.")
+    prompt = serializers.CharField()
+    response_a = serializers.CharField()
+    response_b = serializers.CharField()
     leased_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
-
-    def get_dialogue(self, assignment: Assignment) -> list[dict[str, str]]:
-        turns = prompt_context(prompt=assignment.comparison.prompt)
-        return [{"role": turn.role, "content": turn.content} for turn in turns]
-
-    def _sides(self, assignment: Assignment) -> tuple[str, str]:
-        comparison = assignment.comparison
-        first, second = comparison.first_response.text, comparison.second_response.text
-        return (second, first) if assignment.swap else (first, second)
-
-    def get_response_a(self, assignment: Assignment) -> str:
-        return self._sides(assignment)[0]
-
-    def get_response_b(self, assignment: Assignment) -> str:
-        return self._sides(assignment)[1]
 
 
 class AssignmentNextApi(APIView):
@@ -364,8 +347,8 @@ class AssignmentDetailApi(APIView):
 
     @extend_schema(responses=AssignmentDisplaySerializer)
     def get(self, request: Request, assignment_id: int) -> Response:
-        get_object_or_404(Assignment, pk=assignment_id, annotator=authenticated_user(request))
-        return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment_id)).data)
+        display = assignment_for_display(assignment_id=assignment_id, annotator=authenticated_user(request))
+        return Response(AssignmentDisplaySerializer(display).data)
 
 
 class AnnotationOutputSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from backend.batches.models import (
 from backend.errors import NotFound
 
 BATCH_NOT_FOUND = "No such batch."
+ASSIGNMENT_NOT_FOUND = "No such assignment of yours."
 
 
 def batch_list(*, user: User) -> "QuerySet[Batch]":
@@ -75,14 +76,69 @@ def batch_progress(*, batch: Batch, now: datetime | None = None) -> BatchProgres
     )
 
 
-def assignment_for_display(*, assignment_id: int) -> Assignment:
-    """An assignment with everything the comparison page shows, in one query."""
-    return Assignment.objects.select_related(
-        "comparison__batch",
-        "comparison__prompt",
-        "comparison__first_response",
-        "comparison__second_response",
-    ).get(pk=assignment_id)
+@dataclass(frozen=True)
+class AssignmentDisplay:
+    """A leased comparison as its annotator sees it: sides A/B in the lease's order, no model identity."""
+
+    id: int
+    batch: int
+    focus: str
+    status: str
+    dialogue: list[dict[str, str]]
+    prompt: str
+    response_a: str
+    response_b: str
+    leased_at: datetime
+    expires_at: datetime
+
+
+_DISPLAY_COLUMNS = (
+    "swap",
+    "status",
+    "leased_at",
+    "expires_at",
+    "comparison__batch_id",
+    "comparison__batch__focus",
+    "comparison__prompt__text",
+    "comparison__prompt__dialogue_id",
+    "comparison__first_response__text",
+    "comparison__second_response__text",
+)
+
+
+def assignment_for_display(*, assignment_id: int, annotator: User | None = None) -> AssignmentDisplay:
+    """Everything the comparison page shows of an assignment (with `annotator`: only of theirs), in one query.
+
+    A second query reads the dialogue, only for a multi-turn prompt. Only the columns shown are read (the
+    responses' provenance stays in the database), and no model is built: this runs on every lease.
+    """
+    assignments = Assignment.objects.filter(pk=assignment_id)
+    if annotator is not None:
+        assignments = assignments.filter(annotator=annotator)
+    row = assignments.values_list(*_DISPLAY_COLUMNS).first()
+    if row is None:
+        raise NotFound(ASSIGNMENT_NOT_FOUND)
+    swap, status, leased_at, expires_at, batch_id, focus, prompt, dialogue_id, first, second = row
+    return AssignmentDisplay(
+        id=assignment_id,
+        batch=batch_id,
+        focus=focus,
+        status=status,
+        dialogue=dialogue_messages(dialogue_id=dialogue_id),
+        prompt=prompt,
+        response_a=second if swap else first,
+        response_b=first if swap else second,
+        leased_at=leased_at,
+        expires_at=expires_at,
+    )
+
+
+def dialogue_messages(*, dialogue_id: int | None) -> list[dict[str, str]]:
+    """A dialogue's turns as chat messages, oldest first (none without a dialogue)."""
+    if dialogue_id is None:
+        return []
+    turns = Turn.objects.filter(dialogue_id=dialogue_id).order_by("index").values_list("role", "content")
+    return [{"role": role, "content": content} for role, content in turns]
 
 
 def prompt_context(*, prompt: Prompt) -> list[Turn]:

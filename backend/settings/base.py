@@ -107,7 +107,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes an anonymous call a 401, not a 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "backend.accounts.auth_cache.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -139,6 +139,10 @@ EXPORT_ANNOTATOR_SALT = (
 
 # How long an annotator holds a comparison before it returns to the pool.
 ASSIGNMENT_LEASE_SECONDS = int(env_str("ASSIGNMENT_LEASE_SECONDS", "900"))
+
+# How long a web process keeps token -> user and user -> roles (backend.accounts.auth_cache): a revoked token
+# or a changed role takes effect in every process within this time (0: look them up on every request).
+AUTH_CACHE_SECONDS = float(env_str("AUTH_CACHE_SECONDS", "5"))
 
 # Which engine sampler workers generate with: "transformers" (CPU/GPU), "vllm" (GPU image) or "openai"
 # (an OpenAI-compatible server); options are the engine class's keyword arguments, as JSON.

@@ -28,11 +28,11 @@ from backend.batches.models import (
     SkipReason,
     Strength,
 )
+from backend.batches.selectors import ASSIGNMENT_NOT_FOUND
 from backend.errors import Busy, Conflict, InvalidInput, NotFound
 
 BATCH_NOT_OPEN = "This batch is not open for annotation."
 BATCH_NOT_IN_WINDOW = "This batch is outside its annotation window."
-ASSIGNMENT_NOT_FOUND = "No such assignment of yours."
 ASSIGNMENT_DONE = "This comparison has already been submitted or skipped."
 LEASE_EXPIRED = "Your lease on this comparison expired and it has been given to other annotators."
 IDEMPOTENCY_KEY_REUSED = "This idempotency_key was already used for a different assignment."
