@@ -228,10 +228,10 @@ def _record(
     """Store one annotation on a leased assignment, exactly once per idempotency key.
 
     `fields` are the judgement (choice, strength, ...) or the skip; returns (annotation, created).
+    A retry finds its assignment no longer leased and returns what the key stored; a key already used on
+    another assignment fails the insert on the (annotator, idempotency_key) constraint and is refused. Neither
+    needs a look-up before the transaction, which the first (and usual) submit would pay for.
     """
-    existing = _existing_for_key(annotator, idempotency_key, assignment_id)
-    if existing is not None:
-        return existing, False
     try:
         with transaction.atomic():
             assignment = (
