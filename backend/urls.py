@@ -10,6 +10,7 @@ from drf_spectacular.views import (
 from rest_framework.authtoken.views import obtain_auth_token
 
 from backend.accounts.apis import MeApi
+from backend.audit.apis import AuditEventListApi
 from backend.batches import apis as batch_apis
 from backend.checkpoints import apis as checkpoint_apis
 from backend.health import healthz
@@ -56,6 +57,7 @@ api_v1 = [
     path("external-preferences/import/", export_apis.PreferenceImportApi.as_view(), name="preference-import"),
     path("training-runs/", checkpoint_apis.TrainingRunListCreateApi.as_view(), name="training-run-list"),
     path("training-runs/<int:run_id>/", checkpoint_apis.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+    path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

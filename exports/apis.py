@@ -165,5 +165,10 @@ class PreferenceImportApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        counts = preferences_import(content=values["file"].read(), source=values["source"], harmless=values["harmless"])
+        counts = preferences_import(
+            content=values["file"].read(),
+            source=values["source"],
+            harmless=values["harmless"],
+            created_by=authenticated_user(request),
+        )
         return Response(counts, status=status.HTTP_201_CREATED)

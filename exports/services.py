@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from backend.audit.services import audit_record
 from backend.batches.models import Batch, Focus, Prompt, PromptSource
 from backend.batches.services.prompts import prompt_create
 from backend.errors import InvalidInput
@@ -35,13 +36,14 @@ MIX_INVALID = "mix must be empty, 'helpfulness' or 'safety'."
 FOCUS_INVALID = "focus must be empty, 'helpfulness' or 'safety'."
 BATCHES_UNKNOWN = "Unknown batch id(s): {ids}."
 DATE_INVALID = "Give an ISO 8601 date-time, e.g. 2026-11-23T00:00:00Z."
-FILTERS_INVALID = "filters must be an object with: batches, focus, since, until, drop_unsure."
+FILTERS_INVALID = "filters must be an object with: batches, focus, since, until, drop_unsure, include_gold."
 TOKENIZER_MISSING = "No tokenizer at {path}: give 'whitespace' or the directory of a Hugging Face tokenizer."
 IMPORT_FORMAT = "The file must be JSONL (one object per line) or CSV with a 'text' column."
 IMPORT_LINE = "Line {line}: {problem}"
 HH_PAIR_INVALID = "Line {line}: 'chosen' and 'rejected' must be Anthropic HH transcripts ending in an Assistant turn."
 PROGRESS_EVERY = 1000
-_FILTER_KEYS = {"batches", "focus", "since", "until", "drop_unsure"}
+# Gold comparisons (quality control) stay out of datasets unless include_gold asks for them.
+_FILTER_KEYS = {"batches", "focus", "since", "until", "drop_unsure", "include_gold"}
 
 
 def _parse_filters(filters: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def _parse_filters(filters: dict[str, Any]) -> dict[str, Any]:
         "batches": sorted(batches),
         "focus": focus,
         "drop_unsure": bool(filters.get("drop_unsure")),
+        "include_gold": bool(filters.get("include_gold")),
     }
     for key in ("since", "until"):
         value = filters.get(key)
@@ -123,6 +126,7 @@ def export_create(
     try:
         with transaction.atomic():
             run = ExportRun.objects.create(created_by=created_by, client_key=client_key, seed=seed, **checked)
+            audit_record(actor=created_by, action="export.create", target=run)
             transaction.on_commit(partial(enqueue, run.pk))
     except IntegrityError:
         return ExportRun.objects.get(created_by=created_by, client_key=client_key), False
@@ -137,6 +141,7 @@ def _row_filters(filters: dict[str, Any], focus: str | None = None) -> RowFilter
         since=datetime.fromisoformat(since) if since else None,
         until=datetime.fromisoformat(until) if until else None,
         drop_unsure=bool(filters.get("drop_unsure")),
+        include_gold=bool(filters.get("include_gold")),
     )
 
 
@@ -375,6 +380,7 @@ def prompts_import(*, content: bytes, created_by: User | None) -> dict[str, int]
                 raise InvalidInput(IMPORT_LINE.format(line=number, problem=error.message), field="file") from error
             existing.add(text)
             created += 1
+        audit_record(actor=created_by, action="prompts.import", details={"created": created, "skipped": skipped})
     return {"created": created, "skipped": skipped}
 
 
@@ -393,7 +399,9 @@ def hh_transcript(transcript: str) -> tuple[list[dict[str, str]], str]:
     return messages[:-1], messages[-1]["content"]
 
 
-def preferences_import(*, content: bytes, source: str, harmless: bool) -> dict[str, int]:
+def preferences_import(
+    *, content: bytes, source: str, harmless: bool, created_by: User | None = None
+) -> dict[str, int]:
     """Import Anthropic HH style JSONL ({"chosen": transcript, "rejected": transcript}); idempotent."""
     if not source.strip():
         raise InvalidInput("Name the source, e.g. 'anthropic-hh-harmless'.", field="source")
@@ -416,4 +424,6 @@ def preferences_import(*, content: bytes, source: str, harmless: bool) -> dict[s
             )
             created += made
             skipped += not made
+        details = {"source": source.strip(), "harmless": harmless, "created": created, "skipped": skipped}
+        audit_record(actor=created_by, action="preferences.import", details=details)
     return {"created": created, "skipped": skipped}

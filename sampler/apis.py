@@ -35,7 +35,7 @@ class BatchSampleApi(APIView):
     @extend_schema(request=None, responses={202: OutputSerializer})
     def post(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(Batch, pk=batch_id)
-        queued = batch_start_sampling(batch=batch, enqueue=enqueue_chunk)
+        queued = batch_start_sampling(batch=batch, enqueue=enqueue_chunk, actor=authenticated_user(request))
         return Response(self.OutputSerializer(queued).data, status=status.HTTP_202_ACCEPTED)
 
 

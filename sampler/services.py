@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from backend.audit.services import audit_record
 from backend.batches.models import Batch, Comparison, Focus, LivePair, Prompt, PromptSource
 from backend.batches.services.annotations import assignment_lease_comparison
 from backend.batches.services.prompts import prompt_create
@@ -47,7 +48,11 @@ def _pool_for(batch: Batch, limit: int) -> list[Prompt]:
 
 
 def batch_start_sampling(
-    *, batch: Batch, enqueue: Callable[[int, list[int]], None], chunk_size: int = CHUNK_SIZE
+    *,
+    batch: Batch,
+    enqueue: Callable[[int, list[int]], None],
+    chunk_size: int = CHUNK_SIZE,
+    actor: User | None = None,
 ) -> dict[str, int]:
     """Move a draft batch to sampling and queue its prompts in chunks; resuming a sampling batch queues the rest.
 
@@ -69,6 +74,7 @@ def batch_start_sampling(
         batch.status = Batch.Status.SAMPLING
         batch.sampling_error = ""
         batch.save(update_fields=["status", "sampling_error"])
+        audit_record(actor=actor, action="batch.sampling_start", target=batch, details={"prompts": len(prompts)})
         chunks = [[p.pk for p in prompts[i : i + chunk_size]] for i in range(0, len(prompts), chunk_size)]
         for chunk in chunks:
             transaction.on_commit(partial(enqueue, batch.pk, chunk))

@@ -13,11 +13,13 @@ _ROLE_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
         "auth": ("view_user", "change_user", "add_user"),
         "authtoken": ("view_",),
         "exports": ("view_",),
+        "audit": ("view_",),
     },
     Role.RESEARCHER: {
         "batches": ("view_",),
         "checkpoints": ("add_", "change_", "view_"),
         "exports": ("add_exportrun", "view_"),
+        "audit": ("view_",),
     },
 }
 

@@ -60,7 +60,7 @@ class BatchAdmin(admin.ModelAdmin):
         done = 0
         for batch in queryset:
             try:
-                service(batch=batch)  # type: ignore[operator]
+                service(batch=batch, actor=request.user)  # type: ignore[operator]
                 done += 1
             except ServiceError as error:
                 self.message_user(request, f"{batch.name}: {error.message}", level=messages.ERROR)

@@ -207,7 +207,7 @@ class BatchOpenApi(APIView):
 
     @extend_schema(request=None, responses=BatchStaffSerializer)
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = batch_open(batch=get_object_or_404(Batch, pk=batch_id))
+        batch = batch_open(batch=get_object_or_404(Batch, pk=batch_id), actor=authenticated_user(request))
         return Response(BatchStaffSerializer(batch).data)
 
 
@@ -216,7 +216,7 @@ class BatchCloseApi(APIView):
 
     @extend_schema(request=None, responses=BatchStaffSerializer)
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = batch_close(batch=get_object_or_404(Batch, pk=batch_id))
+        batch = batch_close(batch=get_object_or_404(Batch, pk=batch_id), actor=authenticated_user(request))
         return Response(BatchStaffSerializer(batch).data)
 
 

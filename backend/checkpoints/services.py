@@ -3,6 +3,7 @@
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from backend.audit.services import audit_record
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import InvalidInput
 
@@ -43,18 +44,17 @@ def checkpoint_register(
     if existing is None:
         try:
             with transaction.atomic():
-                return (
-                    Checkpoint.objects.create(
-                        name=name,
-                        path=path,
-                        kind=kind,
-                        parent=parent,
-                        produced_by=produced_by,
-                        notes=notes,
-                        created_by=created_by,
-                    ),
-                    True,
+                checkpoint = Checkpoint.objects.create(
+                    name=name,
+                    path=path,
+                    kind=kind,
+                    parent=parent,
+                    produced_by=produced_by,
+                    notes=notes,
+                    created_by=created_by,
                 )
+                audit_record(actor=created_by, action="checkpoint.register", target=checkpoint)
+                return checkpoint, True
         except IntegrityError:
             existing = Checkpoint.objects.get(name=name)
     if existing.path != path or existing.kind != kind:

@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backend.audit.services import audit_record
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput
@@ -129,6 +130,7 @@ def training_run_create(
                 created_by=created_by,
                 client_key=client_key,
             )
+            audit_record(actor=created_by, action="training_run.create", target=run)
             transaction.on_commit(partial(enqueue, run.pk))
     except IntegrityError:
         return TrainingRun.objects.get(created_by=created_by, client_key=client_key), False
@@ -195,6 +197,7 @@ def training_run_execute(
             notes=f"Trained on export {run.export_id}.",
             created_by=run.created_by,
         )
+        audit_record(actor=None, action="checkpoint.register", target=checkpoint, details={"training_run": run.pk})
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.DONE,
             metrics=summary,

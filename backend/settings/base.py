@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "backend.accounts",
+    "backend.audit",
     "backend.checkpoints",
     "backend.batches",
     "sampler",

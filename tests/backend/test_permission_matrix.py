@@ -44,6 +44,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "preference-import": {"POST": {RESEARCHER}},
     "training-run-list": {"GET": STAFF, "POST": {RESEARCHER}},
     "training-run-detail": {"GET": STAFF},
+    "audit-event-list": {"GET": STAFF},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from backend.audit.services import audit_record
 from backend.batches.guidelines import DEFAULT_GUIDELINES
 from backend.batches.models import Batch, Comparison, Focus
 from backend.checkpoints.models import Checkpoint, CheckpointKind
@@ -144,6 +145,7 @@ def batch_create(
         )
         if created:
             batch.checkpoints.set(checkpoints)
+            audit_record(actor=created_by, action="batch.create", target=batch)
             return batch, True
     same = all(getattr(batch, key) == value for key, value in fields.items()) and {
         c.pk for c in batch.checkpoints.all()
@@ -166,8 +168,11 @@ def _fix_held_out(batch: Batch) -> None:
     Comparison.objects.filter(pk__in=chosen).update(is_held_out=True)
 
 
-def batch_open(*, batch: Batch, now: datetime | None = None) -> Batch:
-    """Open a batch to annotators and fix its held-out set. Opening an open batch changes nothing."""
+def batch_open(*, batch: Batch, now: datetime | None = None, actor: User | None = None) -> Batch:
+    """Open a batch to annotators and fix its held-out set. Opening an open batch changes nothing.
+
+    `actor` is who opened it, for the audit log (None: the schedule).
+    """
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(pk=batch.pk)
         if batch.status == Batch.Status.OPEN:
@@ -180,17 +185,19 @@ def batch_open(*, batch: Batch, now: datetime | None = None) -> Batch:
         batch.status = Batch.Status.OPEN
         batch.opened_at = now or timezone.now()
         batch.save(update_fields=["status", "opened_at"])
+        audit_record(actor=actor, action="batch.open", target=batch)
     return batch
 
 
-def batch_close(*, batch: Batch, now: datetime | None = None) -> Batch:
-    """Close a batch: no new leases. Closing a closed batch changes nothing."""
+def batch_close(*, batch: Batch, now: datetime | None = None, actor: User | None = None) -> Batch:
+    """Close a batch: no new leases. Closing a closed batch changes nothing. `actor`: as for batch_open."""
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(pk=batch.pk)
         if batch.status != Batch.Status.CLOSED:
             batch.status = Batch.Status.CLOSED
             batch.closed_at = now or timezone.now()
             batch.save(update_fields=["status", "closed_at"])
+            audit_record(actor=actor, action="batch.close", target=batch)
     return batch
 
 
