@@ -13,6 +13,8 @@ from backend.accounts.apis import MeApi
 from backend.audit.apis import AuditEventListApi
 from backend.batches import apis as batch_apis
 from backend.checkpoints import apis as checkpoint_apis
+from backend.batches import gold_apis
+from backend.insights import apis as insight_apis
 from backend.health import healthz
 from exports import apis as export_apis
 from sampler import apis as sampler_apis
@@ -50,6 +52,18 @@ api_v1 = [
     path("checkpoints/", checkpoint_apis.CheckpointListCreateApi.as_view(), name="checkpoint-list"),
     path("checkpoints/<int:checkpoint_id>/", checkpoint_apis.CheckpointDetailApi.as_view(), name="checkpoint-detail"),
     path("batches/<int:batch_id>/statistics/", export_apis.BatchStatisticsApi.as_view(), name="batch-statistics"),
+    path("batches/<int:batch_id>/gold/", gold_apis.GoldComparisonCreateApi.as_view(), name="batch-gold"),
+    path("dashboards/", insight_apis.DashboardAnnotatorListApi.as_view(), name="dashboard-overview-api"),
+    path(
+        "dashboards/batches/<int:batch_id>/", insight_apis.DashboardBatchApi.as_view(), name="dashboard-batch-api"
+    ),
+    path(
+        "dashboards/annotators/<int:annotator_id>/",
+        insight_apis.DashboardAnnotatorDetailApi.as_view(),
+        name="dashboard-annotator-api",
+    ),
+    path("dashboards/models/", insight_apis.DashboardModelsApi.as_view(), name="dashboard-models-api"),
+    path("dashboards/reward-scores/", insight_apis.ResponseScoresRequestApi.as_view(), name="reward-scores"),
     path("exports/", export_apis.ExportListCreateApi.as_view(), name="export-list"),
     path("exports/<int:export_id>/", export_apis.ExportDetailApi.as_view(), name="export-detail"),
     path("exports/<int:export_id>/files/<str:name>", export_apis.ExportFileApi.as_view(), name="export-file"),
@@ -68,5 +82,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api-auth/", include("rest_framework.urls")),
+    path("dashboards/", include("backend.insights.urls")),
     path("", include("annotator.urls")),
 ]

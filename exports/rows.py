@@ -59,13 +59,16 @@ _UNSURE = "negligibly_better_or_unsure"
 
 @dataclass(frozen=True)
 class RowFilters:
-    """What to export. Skipped comparisons never are (they have no chosen side)."""
+    """What to export. Skipped comparisons never are (they have no chosen side); gold comparisons (quality
+    control with a known answer) only on request.
+    """
 
     batch_ids: tuple[int, ...] = ()
     focus: str = ""
     since: datetime | None = None
     until: datetime | None = None
     drop_unsure: bool = False
+    include_gold: bool = False
 
 
 @dataclass
@@ -84,6 +87,8 @@ def pseudonym(annotator_id: int) -> str:
 
 def _filtered(filters: RowFilters) -> Any:
     query = Q(skip_reason="")
+    if not filters.include_gold:
+        query &= Q(comparison__is_gold=False)
     if filters.batch_ids:
         query &= Q(comparison__batch_id__in=filters.batch_ids)
     if filters.focus:

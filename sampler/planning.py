@@ -53,3 +53,16 @@ def response_seed(*parts: object) -> int:
     """A stable 63-bit seed from identifying parts (batch, prompt, side, attempt): reruns draw the same."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+# Uncertainty selection draws this many candidate pairs for each pair it keeps.
+OVERSAMPLE = 2
+
+
+def most_uncertain(differences: list[float], keep: int) -> list[int]:
+    """Indices of the `keep` candidates whose reward difference |r_a - r_b| is smallest, in candidate order.
+
+    The pairs a reward model is least sure about teach it the most (active preference learning).
+    """
+    ranked = sorted(range(len(differences)), key=lambda i: (abs(differences[i]), i))
+    return sorted(ranked[: max(keep, 0)])

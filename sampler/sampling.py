@@ -1,17 +1,34 @@
 """Filling a batch with response pairs: plan the variants, generate, store each pair once."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from backend.batches.models import Batch, Comparison, Prompt
 from backend.batches.selectors import prompt_context
 from backend.batches.services.comparisons import ResponseInput, comparison_create
 from backend.checkpoints.models import Checkpoint
 from backend.checkpoints.selectors import checkpoint_local_path
+from backend.insights.models import ResponseScore
 from sampler.engines import Engine, GenerationRequest, GenerationResult
-from sampler.planning import plan_pairs, response_seed
+from sampler.planning import most_uncertain, plan_pairs, response_seed
 
 SIDES = ("first", "second")
+
+
+class PairScorer(Protocol):
+    """A reward model as uncertainty selection uses it (training.scoring.RewardScorer is one)."""
+
+    def score(self, prompts: Sequence[list[dict[str, str]]], replies: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Keep the `keep` candidate pairs that `scorer` (the registered `checkpoint`) is least sure about."""
+
+    scorer: PairScorer
+    checkpoint: Checkpoint
+    keep: int
 
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -49,8 +66,12 @@ def batch_sample_prompts(
     engine: Engine,
     engine_name: str,
     on_pair: Callable[[Comparison], None] | None = None,
+    uncertainty: "Uncertainty | None" = None,
 ) -> list[Comparison]:
     """Sample one pair per prompt into the batch; returns the batch's pairs for these prompts.
+
+    With `uncertainty`, every prompt's pair is a candidate: both sides are scored by the reward model and
+    only the `keep` pairs with the smallest reward difference are stored (with their scores).
 
     Every response is drawn with a seed derived from (batch, prompt, side), so a redelivered task draws
     the same text; a pair whose two responses came out identical has its second side re-sampled once
@@ -82,8 +103,18 @@ def batch_sample_prompts(
         for i, retry, result in zip(identical, retries, engine.generate(retries), strict=True):
             requests[2 * i + 1], results[2 * i + 1] = retry, result
 
+    kept = list(range(len(prompts)))
+    scores: list[float] = []
+    if uncertainty is not None:
+        scores = uncertainty.scorer.score(
+            [[dict(message) for message in request.messages] for request in requests], [r.text for r in results]
+        )
+        differences = [scores[2 * i] - scores[2 * i + 1] for i in range(len(prompts))]
+        kept = most_uncertain(differences, uncertainty.keep)
+
     comparisons = []
-    for i, (prompt, pair) in enumerate(zip(prompts, plan, strict=True)):
+    for i in kept:
+        prompt, pair = prompts[i], plan[i]
         first, second = (
             _response_input(results[2 * i + s], requests[2 * i + s], checkpoints[pair[s].checkpoint_id], engine_name)
             for s in (0, 1)
@@ -96,6 +127,20 @@ def batch_sample_prompts(
             responses_identical=_same(results[2 * i], results[2 * i + 1]),
         )
         comparisons.append(comparison)
+        if uncertainty is not None:
+            ResponseScore.objects.bulk_create(
+                [
+                    ResponseScore(
+                        response_id=comparison.first_response_id, checkpoint=uncertainty.checkpoint, score=scores[2 * i]
+                    ),
+                    ResponseScore(
+                        response_id=comparison.second_response_id,
+                        checkpoint=uncertainty.checkpoint,
+                        score=scores[2 * i + 1],
+                    ),
+                ],
+                ignore_conflicts=True,
+            )
         if on_pair is not None:
             on_pair(comparison)
     return comparisons

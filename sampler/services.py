@@ -4,6 +4,8 @@ The Celery tasks in `sampler.tasks` take ids and call these; enqueueing happens 
 task never looks for a row that is not there yet.
 """
 
+import functools
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -17,10 +19,11 @@ from backend.audit.services import audit_record
 from backend.batches.models import Batch, Comparison, Focus, LivePair, Prompt, PromptSource
 from backend.batches.services.annotations import assignment_lease_comparison
 from backend.batches.services.prompts import prompt_create
+from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput, NotFound
 from sampler.engines import Engine, EngineError, get_engine
-from sampler.planning import PLAN_NEEDS_VARIETY
-from sampler.sampling import batch_sample_prompts
+from sampler.planning import OVERSAMPLE, PLAN_NEEDS_VARIETY
+from sampler.sampling import PairScorer, Uncertainty, batch_sample_prompts
 
 BATCH_NOT_SAMPLABLE = "Only a draft batch can start sampling (or a sampling one, to resume)."
 PLAN_MISSING = "The batch's sampling plan has no checkpoints; add policy checkpoints first."
@@ -28,6 +31,7 @@ POOL_EMPTY = "The prompt pool has no unused {focus} prompts for this batch; impo
 LIVE_NOT_ALLOWED = "This batch does not take annotator-written prompts."
 LIVE_BATCH_NOT_OPEN = "This batch is not open for annotation."
 PROMPT_NOT_YOURS = "No such prompt of yours."
+SELECTION_CHECKPOINT_MISSING = "Uncertainty selection needs a reward-model checkpoint (selection_checkpoint)."
 CHUNK_SIZE = 16
 
 
@@ -67,8 +71,12 @@ def batch_start_sampling(
             raise InvalidInput(PLAN_MISSING, field="checkpoints")
         if len(checkpoint_ids) < 2 and len(set(batch.temperatures)) < 2:
             raise InvalidInput(PLAN_NEEDS_VARIETY, field="temperatures")
-        missing = batch.target_comparisons - Comparison.objects.filter(batch=batch).count()
-        prompts = _pool_for(batch, max(missing, 0))
+        if batch.selection == Batch.Selection.UNCERTAIN and batch.selection_checkpoint_id is None:
+            raise InvalidInput(SELECTION_CHECKPOINT_MISSING, field="selection_checkpoint")
+        missing = batch.target_comparisons - Comparison.objects.filter(batch=batch, is_gold=False).count()
+        # Uncertainty selection samples OVERSAMPLE candidate pairs (one per prompt) for each pair it keeps.
+        factor = OVERSAMPLE if batch.selection == Batch.Selection.UNCERTAIN else 1
+        prompts = _pool_for(batch, max(missing, 0) * factor)
         if missing > 0 and not prompts:
             raise InvalidInput(POOL_EMPTY.format(focus=batch.focus), field="target_comparisons")
         batch.status = Batch.Status.SAMPLING
@@ -79,6 +87,24 @@ def batch_start_sampling(
         for chunk in chunks:
             transaction.on_commit(partial(enqueue, batch.pk, chunk))
     return {"prompts": len(prompts), "chunks": len(chunks)}
+
+
+@functools.lru_cache(maxsize=2)
+def _reward_scorer(path: str) -> PairScorer:
+    """A loaded reward model, kept for the worker's next chunks."""
+    from training.scoring import RewardScorer
+
+    return RewardScorer(path)
+
+
+def _uncertainty(batch: Batch, candidates: int) -> Uncertainty | None:
+    """For an 'uncertain' batch: keep one pair in OVERSAMPLE, never past the target."""
+    if batch.selection != Batch.Selection.UNCERTAIN or batch.selection_checkpoint is None:
+        return None
+    missing = batch.target_comparisons - Comparison.objects.filter(batch=batch, is_gold=False).count()
+    keep = min(math.ceil(candidates / OVERSAMPLE), max(missing, 0))
+    path = str(checkpoint_local_path(checkpoint=batch.selection_checkpoint))
+    return Uncertainty(scorer=_reward_scorer(path), checkpoint=batch.selection_checkpoint, keep=keep)
 
 
 def batch_sample_chunk(*, batch_id: int, prompt_ids: list[int]) -> int:
@@ -96,11 +122,17 @@ def batch_sample_chunk(*, batch_id: int, prompt_ids: list[int]) -> int:
         return 0
     engine_name, engine = sampler_engine()
     try:
-        pairs = batch_sample_prompts(batch=batch, prompts=prompts, engine=engine, engine_name=engine_name)
+        pairs = batch_sample_prompts(
+            batch=batch,
+            prompts=prompts,
+            engine=engine,
+            engine_name=engine_name,
+            uncertainty=_uncertainty(batch, len(prompts)),
+        )
     except EngineError as error:
         Batch.objects.filter(pk=batch.pk).update(sampling_error=str(error))
         return 0
-    if Comparison.objects.filter(batch=batch).count() >= batch.target_comparisons:
+    if Comparison.objects.filter(batch=batch, is_gold=False).count() >= batch.target_comparisons:
         Batch.objects.filter(pk=batch.pk, sampled_at__isnull=True).update(sampled_at=timezone.now())
     return len(pairs)
 

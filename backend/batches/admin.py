@@ -1,5 +1,9 @@
 """Django admin for prompts, batches and their work; batch state changes go through the services."""
 
+from functools import partial
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,10 +14,16 @@ from backend.batches.models import (
     Batch,
     Comparison,
     Dialogue,
+    GoldComparison,
+    GoldReview,
     Prompt,
+    SafetyLabel,
     Turn,
 )
 from backend.batches.services.batches import batch_close, batch_open
+from backend.batches.services.comparisons import ResponseInput
+from backend.batches.services.gold import gold_comparison_create, gold_review_clear, gold_reviews_refresh
+from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import ServiceError
 
 
@@ -44,7 +54,18 @@ class DialogueAdmin(admin.ModelAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ["name", "iso_week", "focus", "status", "target_comparisons", "overlap", "opens_at", "closes_at"]
+    list_display = [
+        "name",
+        "iso_week",
+        "focus",
+        "status",
+        "target_comparisons",
+        "overlap",
+        "gold_rate",
+        "selection",
+        "opens_at",
+        "closes_at",
+    ]
     list_filter = ["status", "focus", "iso_week"]
     search_fields = ["name"]
     filter_horizontal = ["checkpoints"]
@@ -101,3 +122,97 @@ class AnnotationAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Annotation | None = None) -> bool:
         # Judgements are evidence: admins may look, not rewrite.
         return False
+
+
+class GoldComparisonForm(forms.ModelForm):
+    """Add a gold comparison: the prompt, two responses from a policy checkpoint, and the right answer."""
+
+    prompt_text = forms.CharField(label="Prompt", widget=forms.Textarea)
+    first_text = forms.CharField(label="First response", widget=forms.Textarea, strip=False)
+    second_text = forms.CharField(label="Second response", widget=forms.Textarea, strip=False)
+    checkpoint = forms.ModelChoiceField(
+        queryset=Checkpoint.objects.filter(kind=CheckpointKind.POLICY), help_text="The policy the responses are from."
+    )
+    better = forms.ChoiceField(choices=[("first", "First response"), ("second", "Second response")])
+    safety_label = forms.ChoiceField(choices=[("", "(not checked)"), *SafetyLabel.choices], required=False)
+
+    current_user: Any = None  # set by the admin for the request
+
+    class Meta:
+        model = GoldComparison
+        fields = ["batch"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        response = partial(ResponseInput, checkpoint=data["checkpoint"], temperature=0.0)
+        try:
+            self.created, _ = gold_comparison_create(
+                batch=data["batch"],
+                prompt_text=data["prompt_text"],
+                first=response(text=data["first_text"]),
+                second=response(text=data["second_text"]),
+                better=data["better"],
+                safety_label=data.get("safety_label") or "",
+                created_by=self.current_user,
+            )
+        except ServiceError as error:
+            field = error.field if error.field in {"better", "safety_label"} else None
+            raise forms.ValidationError({field: error.message} if field else error.message) from error
+        return data
+
+
+@admin.register(GoldComparison)
+class GoldComparisonAdmin(admin.ModelAdmin):
+    list_display = ["id", "batch", "prompt", "better_side", "expected_safety_label", "annotation_count", "created_at"]
+    list_filter = ["batch"]
+    form = GoldComparisonForm
+
+    def get_queryset(self, request: HttpRequest) -> "QuerySet[GoldComparison]":
+        return super().get_queryset(request).filter(is_gold=True).select_related("gold_answer", "prompt", "batch")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.current_user = request.user  # type: ignore[attr-defined]
+        return form
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a gold item with answers is evidence: add a new one instead
+
+    def save_model(self, request: HttpRequest, obj: GoldComparison, form: Any, change: bool) -> None:
+        obj.pk = form.created.pk  # the service stored it while validating the form
+
+    @admin.display(description="better")
+    def better_side(self, comparison: GoldComparison) -> str:
+        return "first" if comparison.gold_answer.better_response_id == comparison.first_response_id else "second"
+
+    @admin.display(description="expected safety label")
+    def expected_safety_label(self, comparison: GoldComparison) -> str:
+        return comparison.gold_answer.safety_label or "-"
+
+
+@admin.register(GoldReview)
+class GoldReviewAdmin(admin.ModelAdmin):
+    list_display = ["annotator", "flagged", "accuracy_shown", "answered", "flagged_at", "cleared_at", "cleared_by"]
+    list_filter = ["flagged"]
+    readonly_fields = ["annotator", "answered", "correct", "flagged", "flagged_at", "cleared_at", "cleared_by"]
+    actions = ["clear_flags", "refresh_flags"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="gold accuracy")
+    def accuracy_shown(self, review: GoldReview) -> str:
+        return "-" if review.accuracy is None else f"{review.accuracy:.0%}"
+
+    @admin.action(description="Clear the flag (reviewed; accuracy counts afresh)")
+    def clear_flags(self, request: HttpRequest, queryset: "QuerySet[GoldReview]") -> None:
+        for review in queryset.select_related("annotator"):
+            gold_review_clear(annotator=review.annotator, cleared_by=request.user)  # type: ignore[arg-type]
+        self.message_user(request, f"Cleared {queryset.count()} review(s).", level=messages.SUCCESS)
+
+    @admin.action(description="Recount gold accuracy of everyone now")
+    def refresh_flags(self, request: HttpRequest, queryset: "QuerySet[GoldReview]") -> None:
+        result = gold_reviews_refresh()
+        self.message_user(request, f"{result['flagged']} of {result['annotators']} annotators flagged.")

@@ -6,6 +6,7 @@ Annotation is the forced choice with its strength and, in safety batches, its sa
 """
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -51,6 +52,7 @@ class PromptSource(models.TextChoices):
     ANNOTATOR = "annotator", "Written by an annotator"
     POOL = "pool", "Imported prompt pool"
     DIALOGUE = "dialogue", "Next turn of a dialogue"
+    GOLD = "gold", "Written for a gold comparison"
 
 
 class Dialogue(models.Model):
@@ -127,6 +129,12 @@ class Batch(models.Model):
         OPEN = "open", "Open"
         CLOSED = "closed", "Closed"
 
+    class Selection(models.TextChoices):
+        """How pre-sampling picks the pairs it keeps."""
+
+        BALANCED = "balanced", "Balanced over the plan's variants"
+        UNCERTAIN = "uncertain", "Smallest reward difference under a reward model"
+
     name = models.CharField(max_length=200, unique=True)
     iso_week = models.CharField(max_length=8, help_text="ISO week the batch belongs to, e.g. '2026-W48'.")
     focus = models.CharField(max_length=16, choices=Focus.choices, default=Focus.HELPFULNESS)
@@ -157,6 +165,21 @@ class Batch(models.Model):
     annotators_write_prompts = models.BooleanField(
         default=False,
         help_text="Annotators write their own prompts and get a live-sampled pair (the Llama 2 protocol).",
+    )
+    gold_rate = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of leases that serve a gold comparison (when the batch has any), 0 to 0.5.",
+    )
+    selection = models.CharField(max_length=16, choices=Selection.choices, default=Selection.BALANCED)
+    selection_checkpoint = models.ForeignKey(
+        Checkpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"kind__in": ["reward_helpfulness", "reward_safety"]},
+        help_text="The reward model that scores candidate pairs when selection is 'uncertain'.",
     )
     sampling_error = models.TextField(blank=True, help_text="Why sampling stopped, when it failed.")
     sampled_at = models.DateTimeField(null=True, blank=True, help_text="When pre-sampling reached the target.")
@@ -218,6 +241,9 @@ class Comparison(models.Model):
     )
     responses_identical = models.BooleanField(
         default=False, help_text="The two responses were identical even after one re-sample with a new seed."
+    )
+    is_gold = models.BooleanField(
+        default=False, help_text="A quality-control item with a known answer: outside the target, never exported."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -333,3 +359,54 @@ class LivePair(models.Model):
 
     def __str__(self) -> str:
         return f"Live pair {self.pk} ({self.status})"
+
+
+class GoldAnswer(models.Model):
+    """The known answer of a gold comparison: which response is better, and optionally the safety label."""
+
+    comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="gold_answer")
+    better_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    safety_label = models.CharField(
+        max_length=32, choices=SafetyLabel.choices, blank=True, help_text="Expected safety label (empty: not checked)."
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Gold answer of comparison {self.comparison_id}"
+
+
+class GoldReview(models.Model):
+    """An annotator's standing on gold items; `flagged` asks an admin to review their work.
+
+    Accuracy counts the gold answers given since the last clear, so a cleared annotator starts afresh.
+    """
+
+    annotator = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gold_review")
+    answered = models.PositiveIntegerField(default=0, help_text="Gold answers since the last clear.")
+    correct = models.PositiveIntegerField(default=0)
+    flagged = models.BooleanField(default=False)
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-flagged", "annotator_id"]
+
+    def __str__(self) -> str:
+        return f"Gold review of {self.annotator_id}"
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.answered if self.answered else None
+
+
+class GoldComparison(Comparison):
+    """Gold comparisons as the admin lists and adds them (a proxy: the rows are Comparisons with is_gold)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "gold comparison"

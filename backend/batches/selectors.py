@@ -55,12 +55,13 @@ class BatchProgress:
 
 def batch_progress(*, batch: Batch, now: datetime | None = None) -> BatchProgress:
     now = now or timezone.now()
-    comparisons = Comparison.objects.filter(batch=batch).aggregate(
+    # Gold comparisons are quality control, outside the target: neither they nor their judgements count here.
+    comparisons = Comparison.objects.filter(batch=batch, is_gold=False).aggregate(
         total=Count("id"),
         held_out=Count("id", filter=Q(is_held_out=True)),
         complete=Count("id", filter=Q(annotation_count__gte=batch.overlap)),
     )
-    assignments = Assignment.objects.filter(comparison__batch=batch).aggregate(
+    assignments = Assignment.objects.filter(comparison__batch=batch, comparison__is_gold=False).aggregate(
         submitted=Count("id", filter=Q(status=Assignment.Status.SUBMITTED)),
         skipped=Count("id", filter=Q(status=Assignment.Status.SKIPPED)),
         live=Count("id", filter=Q(status=Assignment.Status.LEASED, expires_at__gt=now)),

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "sampler",
     "annotator",
     "exports",
+    "backend.insights",
 ]
 
 MIDDLEWARE = [
@@ -141,6 +142,11 @@ EXPORT_ANNOTATOR_SALT = (
 # How long an annotator holds a comparison before it returns to the pool.
 ASSIGNMENT_LEASE_SECONDS = int(env_str("ASSIGNMENT_LEASE_SECONDS", "900"))
 
+# Gold quality control: an annotator is flagged for review when their accuracy on gold comparisons falls
+# below GOLD_FLAG_ACCURACY after at least GOLD_FLAG_MIN_ANSWERS gold answers (since their last review).
+GOLD_FLAG_ACCURACY = float(env_str("GOLD_FLAG_ACCURACY", "0.7"))
+GOLD_FLAG_MIN_ANSWERS = int(env_str("GOLD_FLAG_MIN_ANSWERS", "10"))
+
 # How long a web process keeps token -> user and user -> roles (backend.accounts.auth_cache): a revoked token
 # or a changed role takes effect in every process within this time (0: look them up on every request).
 AUTH_CACHE_SECONDS = float(env_str("AUTH_CACHE_SECONDS", "5"))
@@ -174,6 +180,10 @@ CELERY_BEAT_SCHEDULE = {
     "batches-sync-schedule": {
         "task": "backend.batches.tasks.batches_sync_schedule",
         "schedule": timedelta(minutes=1),
+    },
+    "gold-reviews-refresh": {
+        "task": "backend.batches.tasks.gold_reviews_refresh",
+        "schedule": timedelta(minutes=5),
     },
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

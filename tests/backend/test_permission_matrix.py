@@ -37,6 +37,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "live-pair-create": {"POST": {ANNOTATOR}},
     "live-pair-detail": {"GET": {ANNOTATOR}},
     "batch-statistics": {"GET": STAFF},
+    "batch-gold": {"POST": {ADMIN}},
+    "dashboard-overview-api": {"GET": STAFF},
+    "dashboard-batch-api": {"GET": STAFF},
+    "dashboard-annotator-api": {"GET": STAFF},
+    "dashboard-models-api": {"GET": STAFF},
+    "reward-scores": {"POST": STAFF},
     "export-list": {"GET": {RESEARCHER}, "POST": {RESEARCHER}},
     "export-detail": {"GET": {RESEARCHER}},
     "export-file": {"GET": {RESEARCHER}},
@@ -92,6 +98,7 @@ def world():
         "export_id": 1,
         "name": "train.jsonl",
         "run_id": 1,
+        "annotator_id": users[ANNOTATOR].pk,
     }
     return users, kwargs
 

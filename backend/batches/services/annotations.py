@@ -29,6 +29,7 @@ from backend.batches.models import (
     Strength,
 )
 from backend.batches.selectors import ASSIGNMENT_NOT_FOUND
+from backend.batches.services.gold import gold_lease_maybe
 from backend.errors import Busy, Conflict, InvalidInput, NotFound
 
 BATCH_NOT_OPEN = "This batch is not open for annotation."
@@ -87,7 +88,7 @@ def _free_comparisons(batch: Batch, annotator: User, now: datetime) -> "QuerySet
     full = Exists(live.values("comparison").annotate().order_by()[batch.overlap - 1 : batch.overlap])
     mine = Exists(Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator))
     return (
-        Comparison.objects.filter(batch=batch, annotation_count__lt=batch.overlap)
+        Comparison.objects.filter(batch=batch, is_gold=False, annotation_count__lt=batch.overlap)
         .filter(~mine)
         .filter(~full)
         .order_by("annotation_count", "id")
@@ -131,6 +132,8 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
         batch.annotator_quota
     ):
         return None
+    if (gold := gold_lease_maybe(batch=batch, annotator=annotator, now=now)) is not None:
+        return gold
     for _ in range(LEASE_ATTEMPTS):
         with transaction.atomic():
             candidates = _free_comparisons(batch, annotator, now)

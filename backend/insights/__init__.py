@@ -1,0 +1,1 @@
+"""Dashboards for admins and researchers: batch, annotator and model figures, drawn as inline SVG."""

@@ -1,0 +1,121 @@
+"""Inline SVG charts for the dashboards: bars (with an optional reference series) and lines. No external assets.
+
+Every label goes through `escape`, so names and periods from the database cannot inject markup.
+"""
+
+from collections.abc import Sequence
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 48, 12, 16, 48
+INK, MUTED, ACCENT, REFERENCE = "#1d2330", "#5d6576", "#2455c3", "#b7c4e4"
+
+
+def _frame(body: list[str], title: str) -> SafeString:
+    return mark_safe(  # noqa: S308 - every interpolated text below is escaped
+        f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" '
+        f'preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{escape(title)}</title>{''.join(body)}</svg>"
+    )
+
+
+def _axis(top_value: float, fmt: str) -> list[str]:
+    plot_h = HEIGHT - TOP - BOTTOM
+    parts = [f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" y2="{HEIGHT - BOTTOM}" stroke="{MUTED}"/>']
+    for fraction in (0.5, 1.0):
+        y = HEIGHT - BOTTOM - plot_h * fraction
+        parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#e4e7ee"/>')
+        parts.append(
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="{MUTED}">'
+            f"{escape(format(top_value * fraction, fmt))}</text>"
+        )
+    return parts
+
+
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    reference: Sequence[float] | None = None,
+    reference_name: str = "",
+    fmt: str = ".0f",
+    top: float | None = None,
+) -> SafeString:
+    """Vertical bars, one per label; `reference` draws a paler bar beside each (e.g. the paper's figures)."""
+    peak = top or max([*values, *(reference or []), 0]) or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    slot = plot_w / max(len(labels), 1)
+    bar_w = slot * (0.35 if reference is not None else 0.6)
+    body = _axis(peak, fmt)
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        x = LEFT + i * slot + slot * 0.15
+        h = plot_h * value / peak
+        body.append(
+            f'<rect class="bar" x="{x:.1f}" y="{HEIGHT - BOTTOM - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+            f'fill="{ACCENT}"><title>{escape(label)}: {escape(format(value, fmt))}</title></rect>'
+        )
+        if reference is not None:
+            ref_h = plot_h * reference[i] / peak
+            body.append(
+                f'<rect class="reference" x="{x + bar_w + 2:.1f}" y="{HEIGHT - BOTTOM - ref_h:.1f}" '
+                f'width="{bar_w:.1f}" height="{ref_h:.1f}" fill="{REFERENCE}">'
+                f"<title>{escape(reference_name)} {escape(label)}: {escape(format(reference[i], fmt))}</title></rect>"
+            )
+        body.append(
+            f'<text x="{LEFT + i * slot + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
+            f'font-size="11" fill="{INK}">{escape(label[:22])}</text>'
+        )
+    if reference is not None:
+        body.append(
+            f'<rect x="{WIDTH - RIGHT - 190}" y="{HEIGHT - 18}" width="10" height="10" fill="{ACCENT}"/>'
+            f'<text x="{WIDTH - RIGHT - 176}" y="{HEIGHT - 9}" font-size="11" fill="{INK}">ours</text>'
+            f'<rect x="{WIDTH - RIGHT - 130}" y="{HEIGHT - 18}" width="10" height="10" fill="{REFERENCE}"/>'
+            f'<text x="{WIDTH - RIGHT - 116}" y="{HEIGHT - 9}" font-size="11" fill="{INK}">'
+            f"{escape(reference_name)}</text>"
+        )
+    return _frame(body, title)
+
+
+def line_chart(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    title: str,
+    fmt: str = ".2f",
+    top: float | None = None,
+    reference: float | None = None,
+) -> SafeString:
+    """A line over evenly spaced labels (gaps where a value is None); `reference` draws a dashed level."""
+    present = [v for v in values if v is not None]
+    peak = top or max([*present, reference or 0, 0]) or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    step = plot_w / max(len(labels) - 1, 1)
+    body = _axis(peak, fmt)
+    if reference is not None:
+        y = HEIGHT - BOTTOM - plot_h * reference / peak
+        body.append(
+            f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" '
+            f'stroke="{MUTED}" stroke-dasharray="4 3"/>'
+        )
+    points = []
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        x, y = LEFT + i * step, HEIGHT - BOTTOM - plot_h * value / peak
+        points.append(f"{x:.1f},{y:.1f}")
+        body.append(
+            f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{ACCENT}">'
+            f"<title>{escape(labels[i])}: {escape(format(value, fmt))}</title></circle>"
+        )
+    if len(points) > 1:
+        body.insert(0, f'<polyline points="{" ".join(points)}" fill="none" stroke="{ACCENT}" stroke-width="2"/>')
+    every = max(len(labels) // 6, 1)
+    for i in range(0, len(labels), every):
+        body.append(
+            f'<text x="{LEFT + i * step:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="10" '
+            f'fill="{INK}">{escape(labels[i][:16])}</text>'
+        )
+    return _frame(body, title)

@@ -1,0 +1,87 @@
+"""Scoring stored responses with a reward model, once per (response, checkpoint), for the drift figures."""
+
+from collections.abc import Callable
+from functools import partial
+
+from django.db import transaction
+
+from backend.batches.models import Annotation, Focus, Prompt, Response
+from backend.batches.selectors import prompt_context
+from backend.checkpoints.models import Checkpoint, CheckpointKind
+from backend.checkpoints.selectors import checkpoint_local_path
+from backend.errors import InvalidInput, NotFound
+from backend.insights.models import ResponseScore
+
+CHECKPOINT_NOT_FOUND = "No such checkpoint."
+CHECKPOINT_NOT_REWARD = "checkpoint must be a reward model (reward_helpfulness or reward_safety)."
+SCORE_CHUNK = 64
+FOCUS_OF_KIND = {
+    CheckpointKind.REWARD_HELPFULNESS.value: Focus.HELPFULNESS,
+    CheckpointKind.REWARD_SAFETY.value: Focus.SAFETY,
+}
+
+
+def _messages(prompt: Prompt) -> list[dict[str, str]]:
+    """The dialogue the response answers, as the reward model reads it."""
+    turns = [{"role": turn.role, "content": turn.content} for turn in prompt_context(prompt=prompt)]
+    return [*turns, {"role": "user", "content": prompt.text}]
+
+
+def _reward_checkpoint(checkpoint_id: int) -> Checkpoint:
+    checkpoint = Checkpoint.objects.filter(pk=checkpoint_id).first()
+    if checkpoint is None:
+        raise NotFound(CHECKPOINT_NOT_FOUND)
+    if checkpoint.kind not in FOCUS_OF_KIND:
+        raise InvalidInput(CHECKPOINT_NOT_REWARD, field="checkpoint")
+    return checkpoint
+
+
+def unscored_response_ids(*, checkpoint: Checkpoint) -> list[int]:
+    """Both responses of every judged comparison in batches of the checkpoint's focus that it has not scored."""
+    judged = Annotation.objects.filter(skip_reason="", comparison__batch__focus=FOCUS_OF_KIND[checkpoint.kind])
+    ids = set(judged.values_list("chosen_response_id", flat=True)) | set(
+        judged.values_list("rejected_response_id", flat=True)
+    )
+    done = set(
+        ResponseScore.objects.filter(checkpoint=checkpoint, response_id__in=ids).values_list("response_id", flat=True)
+    )
+    return sorted(ids - done)
+
+
+def response_scores_request(*, checkpoint_id: int, enqueue: Callable[[int], None]) -> dict[str, int]:
+    """Queue the scoring of what the reward model has not scored yet; returns how many responses wait."""
+    checkpoint = _reward_checkpoint(checkpoint_id)
+    waiting = len(unscored_response_ids(checkpoint=checkpoint))
+    if waiting:
+        transaction.on_commit(partial(enqueue, checkpoint.pk))
+    return {"checkpoint": checkpoint.pk, "unscored": waiting}
+
+
+def response_scores_compute(
+    *, checkpoint_id: int, on_progress: Callable[[int, int], None] | None = None, device: str = "cpu"
+) -> int:
+    """Score every unscored response with the checkpoint, in chunks; returns how many were stored.
+
+    Idempotent: a second run (a redelivered task) finds nothing left, and each chunk is stored once.
+    """
+    from training.scoring import RewardScorer
+
+    checkpoint = _reward_checkpoint(checkpoint_id)
+    ids = unscored_response_ids(checkpoint=checkpoint)
+    if not ids:
+        return 0
+    scorer = RewardScorer(checkpoint_local_path(checkpoint=checkpoint), device=device)
+    stored = 0
+    for start in range(0, len(ids), SCORE_CHUNK):
+        responses = list(
+            Response.objects.filter(pk__in=ids[start : start + SCORE_CHUNK]).select_related("prompt").order_by("id")
+        )
+        scores = scorer.score([_messages(r.prompt) for r in responses], [r.text for r in responses])
+        ResponseScore.objects.bulk_create(
+            [ResponseScore(response=r, checkpoint=checkpoint, score=s) for r, s in zip(responses, scores, strict=True)],
+            ignore_conflicts=True,
+        )
+        stored += len(responses)
+        if on_progress is not None:
+            on_progress(stored, len(ids))
+    return stored

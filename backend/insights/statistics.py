@@ -1,0 +1,96 @@
+"""Small pure statistics for the dashboards: agreement, Krippendorff's alpha, binomial tests, histograms.
+
+No Django here: plain numbers in, plain numbers out, so each figure is unit-tested on hand-computed cases.
+"""
+
+import math
+from collections.abc import Hashable, Sequence
+from itertools import combinations
+
+Z_95 = 1.959963984540054
+
+
+def krippendorff_alpha_interval(units: Sequence[Sequence[float]]) -> float | None:
+    """Krippendorff's alpha with the interval metric (squared difference).
+
+    `units` holds, per unit (a comparison), the values its coders gave. Units with fewer than two values
+    carry no pairable information and are left out. alpha = 1 - D_o / D_e, with
+
+        D_o = 1/n * sum_u 1/(m_u - 1) * sum_{i != j in u} (v_i - v_j)^2
+        D_e = 1/(n (n - 1)) * sum_{i != j over all pairable values} (v_i - v_j)^2
+
+    (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"). None when undefined: no pairable
+    values, or no variation at all (D_e = 0).
+    """
+    pairable = [list(unit) for unit in units if len(unit) >= 2]
+    values = [value for unit in pairable for value in unit]
+    n = len(values)
+    if n < 2:
+        return None
+    observed = sum(_sum_squared_differences(unit) / (len(unit) - 1) for unit in pairable) / n
+    expected = _sum_squared_differences(values) / (n * (n - 1))
+    if expected == 0:
+        return None
+    return 1.0 - observed / expected
+
+
+def _sum_squared_differences(values: Sequence[float]) -> float:
+    """Sum over ordered pairs i != j of (v_i - v_j)^2, in O(n): 2 * (n * sum v^2 - (sum v)^2)."""
+    total = math.fsum(values)
+    squares = math.fsum(v * v for v in values)
+    return max(2.0 * (len(values) * squares - total * total), 0.0)
+
+
+def pairwise_agreement(units: Sequence[Sequence[Hashable]]) -> tuple[int, int]:
+    """(agreeing pairs, pairs): every unordered pair of coders within a unit, over units with two or more."""
+    agree = pairs = 0
+    for unit in units:
+        for left, right in combinations(unit, 2):
+            pairs += 1
+            agree += left == right
+    return agree, pairs
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default); (0, 1) when there are no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def binomial_two_sided_p(successes: int, trials: int, p: float = 0.5) -> float:
+    """Exact two-sided binomial test: the probability of an outcome no more likely than the one observed."""
+    if trials == 0:
+        return 1.0
+
+    def log_pmf(k: int) -> float:
+        log_choose = math.lgamma(trials + 1) - math.lgamma(k + 1) - math.lgamma(trials - k + 1)
+        return log_choose + k * math.log(p) + (trials - k) * math.log1p(-p)
+
+    observed = log_pmf(successes)
+    # The relative tolerance keeps outcomes equally likely to the observed one (ties by symmetry) in the tail.
+    total = math.fsum(math.exp(log_pmf(k)) for k in range(trials + 1) if log_pmf(k) <= observed + 1e-9)
+    return min(total, 1.0)
+
+
+def median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    """Counts per bin [edges[i], edges[i+1]); the last bin also takes everything at or above its left edge."""
+    counts = [0] * (len(edges) - 1)
+    for value in values:
+        for i in range(len(counts) - 1, -1, -1):
+            if value >= edges[i]:
+                counts[i] += 1
+                break
+    return counts
