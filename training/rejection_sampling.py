@@ -1,0 +1,304 @@
+"""Rejection-sampling fine-tuning (Llama 2, section 3.2.3): best of K samples per prompt, then SFT on them.
+
+K responses per train prompt are sampled from the policy and scored with the same piecewise R_c as
+PPO; the best of each prompt (a complete response, ending in EOS, before a truncated one) is kept and
+written to `best_samples.jsonl`; the policy is then fine-tuned on those with the loss on response
+tokens only. The output directory is a Hugging Face policy directory, so PPO can start from it (the
+paper's combination: rejection sampling first, then PPO). Sampling is done once and kept in the work
+directory; the fine-tuning writes a resumable checkpoint every `checkpoint_every` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from training.data import bucketed_order
+from training.policy import Policy, load_policy, resolve_device, save_policy, training_dtype
+from training.ppo import Progress
+from training.rollout import PromptRow, encode_prompts, generate, load_prompts
+from training.schedule import cosine_with_warmup, warmup_steps
+from training.scoring import PiecewiseScorer, Scorer
+
+RESUME_DIR = ".resume"
+SAMPLES_FILE = "best_samples.jsonl"
+IGNORE_INDEX = -100
+"""The label of a token the loss skips (prompt and padding)."""
+
+
+@dataclass
+class RejectionSamplingConfig:
+    """Everything a run needs; SFT defaults follow Llama 2's fine-tuning where the paper gives one."""
+
+    policy: Path
+    """A Hugging Face causal-LM directory to sample from and fine-tune."""
+    reward_helpfulness: Path
+    reward_safety: Path | None
+    """None scores every reply with the helpfulness model."""
+    prompts: Path
+    """JSONL prompts file (as for PPO); its train split is sampled."""
+    output_dir: Path
+    """Where the fine-tuned policy is written (created complete at the end of the run)."""
+    samples_per_prompt: int = 4
+    """K: samples drawn per prompt, of which the best is kept."""
+    temperature: float = 1.0
+    """Sampling temperature (the best one shifts as RLHF proceeds: see temperature_scan)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    generation_batch_size: int = 64
+    """Sequences per generate() call."""
+    learning_rate: float = 1e-5
+    """Peak SFT learning rate; cosine decay to 10% of it after a short warm-up."""
+    epochs: int = 1
+    batch_size: int = 64
+    """Examples per optimizer step (Llama 2 SFT: 64)."""
+    micro_batch_size: int = 8
+    """Examples per forward pass; gradients accumulate up to batch_size."""
+    max_length: int = 1024
+    """Tokens per (prompt, response); longer examples are cut at the end."""
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None
+    """Weights in bf16 (default: on GPU only)."""
+    checkpoint_every: int = 50
+    """Optimizer steps between resumable checkpoints."""
+    stop_after_steps: int | None = None
+    """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BestSample:
+    prompt: list[dict[str, str]]
+    is_safety: bool
+    reply: str
+    score: float
+    ended: bool
+    """Whether the reply ended with EOS."""
+    scores: list[float]
+    """R_c of all K samples of the prompt."""
+    complete: list[bool]
+    """Whether each of the K samples ended with EOS."""
+
+
+def best_of(replies: Sequence[str], scores: Sequence[float], ended: Sequence[bool]) -> int:
+    """The index of the best sample: the highest score among complete replies, else among all."""
+    complete = [i for i in range(len(replies)) if ended[i]] or list(range(len(replies)))
+    return max(complete, key=lambda i: scores[i])
+
+
+def sample_best(
+    policy: Policy, scorer: Scorer, rows: Sequence[PromptRow], config: RejectionSamplingConfig
+) -> list[BestSample]:
+    """K samples for each prompt (the K copies of a prompt sampled together), scored, the best kept."""
+    k = config.samples_per_prompt
+    repeated = [row for row in rows for _ in range(k)]
+    rollout = generate(
+        policy,
+        encode_prompts(policy, [row.prompt for row in repeated]),
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+        batch_size=config.generation_batch_size,
+    )
+    scores = scorer.probability([r.prompt for r in repeated], rollout.texts, [r.is_safety for r in repeated])
+    ended = rollout.ended.tolist()
+    best = []
+    for index, row in enumerate(rows):
+        own = slice(index * k, (index + 1) * k)
+        choice = index * k + best_of(rollout.texts[own], scores[own], ended[own])
+        best.append(
+            BestSample(
+                row.prompt, row.is_safety, rollout.texts[choice], scores[choice], ended[choice], scores[own], ended[own]
+            )
+        )
+    return best
+
+
+def encode_example(policy: Policy, sample: BestSample, max_length: int) -> tuple[list[int], int]:
+    """Token ids of (prompt in the chat template, reply, EOS if it had one) and the prompt's length."""
+    prompt = encode_prompts(policy, [sample.prompt])[0]
+    reply = policy.tokenizer(sample.reply, add_special_tokens=False)["input_ids"]
+    ids = [*prompt, *reply, *([policy.eos_token_id] if sample.ended else [])]
+    return ids[:max_length], len(prompt)
+
+
+def sft_batch(examples: Sequence[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids and attention_mask, and labels that are IGNORE_INDEX on prompt and padding."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, prompt_length) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled (response) tokens, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+def train_rejection_sampling(
+    config: RejectionSamplingConfig, *, scorer: Scorer | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Sample, keep the best, fine-tune; returns the metrics also written to `metrics.json`."""
+    if config.samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, got {config.samples_per_prompt}")
+    device = resolve_device(config.device)
+    dtype = training_dtype(device, config.bf16)
+    torch.manual_seed(config.seed)
+    policy = load_policy(config.policy, device=device, dtype=dtype)
+    work = config.output_dir.with_name(config.output_dir.name + ".work")
+    samples_path = work / SAMPLES_FILE
+    if samples_path.exists():
+        samples = [BestSample(**json.loads(line)) for line in samples_path.read_text().splitlines()]
+    else:
+        rows = load_prompts(config.prompts, "train")
+        if not rows:
+            raise ValueError(f"{config.prompts} has no train prompts")
+        scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
+        samples = sample_best(policy, scorer, rows, config)
+        work.mkdir(parents=True, exist_ok=True)
+        partial = samples_path.with_name(SAMPLES_FILE + ".tmp")
+        partial.write_text("".join(json.dumps(asdict(sample)) + "\n" for sample in samples))
+        partial.rename(samples_path)
+
+    examples = [encode_example(policy, sample, config.max_length) for sample in samples]
+    order = bucketed_order([len(ids) for ids, _ in examples], config.micro_batch_size, config.seed)
+    per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = per_epoch * config.epochs
+    warmup = warmup_steps(total, minimum=1)
+    model = policy.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, total_steps=total, warmup=warmup)
+    )
+    resume = work / RESUME_DIR
+    step, log = 0, list[dict[str, float]]()
+    if (resume / "state.pt").exists():
+        state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, log = state["step"], state["log"]
+
+    while step < total:
+        start = (step % per_epoch) * config.batch_size
+        chunk = order[start : start + config.batch_size]
+        micro = [chunk[i : i + config.micro_batch_size] for i in range(0, len(chunk), config.micro_batch_size)]
+        batches = [
+            {k: v.to(device) for k, v in sft_batch([examples[i] for i in m], policy.pad_token_id).items()}
+            for m in micro
+        ]
+        tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for batch in batches:
+            loss, _ = response_loss_sum(model, batch)
+            (loss / max(tokens, 1)).backward()
+            loss_sum += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        entry = {
+            "step": step,
+            "sft/loss": loss_sum / max(tokens, 1),
+            "sft/grad_norm": float(grad_norm),
+            "sft/lr": optimizer.param_groups[0]["lr"],
+        }
+        log.append(entry)
+        if progress is not None:
+            progress(step, total, entry)
+        stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
+        if step % config.checkpoint_every == 0 or stopping:
+            _save_resume(resume, model, optimizer, scheduler, step, log)
+        if stopping:
+            return {"stopped_at_step": step, "total_steps": total}
+
+    all_scores = [score for sample in samples for score in sample.scores]
+    metrics: dict[str, Any] = {
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+        "prompts": len(samples),
+        "samples_per_prompt": config.samples_per_prompt,
+        "mean_best_score": sum(sample.score for sample in samples) / len(samples),
+        "mean_sample_score": sum(all_scores) / len(all_scores),
+        "best_complete_rate": sum(sample.ended for sample in samples) / len(samples),
+        "total_steps": total,
+        "log": log,
+    }
+    _finish(config, policy, samples, metrics, work)
+    return metrics
+
+
+def _save_resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, step: int, log: list[Any]) -> None:
+    partial = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save({**state, "step": step, "log": log}, partial / "state.pt")
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+
+
+def _finish(
+    config: RejectionSamplingConfig, policy: Policy, samples: list[BestSample], metrics: dict[str, Any], work: Path
+) -> None:
+    """The policy directory with best_samples.jsonl, metrics.json and the plot, moved into place whole."""
+    staging = work / "model"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_policy(policy, staging)
+    shutil.copyfile(work / SAMPLES_FILE, staging / SAMPLES_FILE)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_rejection_sampling(samples, metrics["log"], staging / "rejection_sampling.png")
+    shutil.rmtree(config.output_dir, ignore_errors=True)
+    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(config.output_dir)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def plot_rejection_sampling(samples: Sequence[BestSample], log: Sequence[dict[str, float]], path: Path) -> Path:
+    """Scores of all samples against the kept ones, and the SFT loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (scores, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    all_scores = [score for sample in samples for score in sample.scores]
+    bins = [i / 20 for i in range(21)]
+    scores.hist(all_scores, bins=bins, alpha=0.6, label=f"all samples (mean {sum(all_scores) / len(all_scores):.3f})")
+    best = [sample.score for sample in samples]
+    scores.hist(best, bins=bins, alpha=0.6, label=f"best of K (mean {sum(best) / len(best):.3f})")
+    scores.set_xlabel("R_c")
+    scores.set_ylabel("responses")
+    scores.set_title("Reward of the samples")
+    scores.legend()
+    loss.plot([entry["step"] for entry in log], [entry["sft/loss"] for entry in log])
+    loss.set_xlabel("step")
+    loss.set_ylabel("loss on response tokens")
+    loss.set_title("Fine-tuning on the best samples")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
