@@ -20,6 +20,7 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         # Every migrate (a fresh deployment, the test database) ends with the role groups in place.
         post_migrate.connect(_sync_roles, dispatch_uid="accounts-sync-roles")
+        from backend.accounts import login_throttle  # noqa: F401  (counts failed sign-ins)
         from backend.accounts.auth_cache import connect_invalidation
 
         connect_invalidation()

@@ -53,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "backend.accounts.login_throttle.LoginRateLimitMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -99,6 +100,23 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# Shared by every gunicorn worker (the sign-in throttle counts in it): Redis when Redis is configured
+# (CACHE_URL, else CELERY_BROKER_URL), local memory otherwise; embedded mode always uses local memory.
+CACHE_URL = env_str("CACHE_URL", env_str("CELERY_BROKER_URL"))
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL.startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# Sign-in throttle (backend/accounts/login_throttle.py): this many failures per username and address
+# within the window, and that username gets 429 from that address until the window ends.
+LOGIN_FAILURE_LIMIT = int(env_str("LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_FAILURE_WINDOW_SECONDS = int(env_str("LOGIN_FAILURE_WINDOW_SECONDS", "900"))
+LOGIN_RATE_LIMITED_PATHS = {"/login/", "/admin/login/", "/api-auth/login/", "/api/v1/auth/token/"}
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -132,6 +150,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets that share a field name ("kind", "status") get names of their own in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "CheckpointKindEnum": "backend.checkpoints.models.CheckpointKind",
+        "TrainingRunKindEnum": "backend.checkpoints.models.TrainingRun.Kind",
+        "JobStatusEnum": "exports.models.ExportRun.Status",  # training runs have the same four statuses
+        "BatchStatusEnum": "backend.batches.models.Batch.Status",
+        "AssignmentStatusEnum": "backend.batches.models.Assignment.Status",
+        "LivePairStatusEnum": "backend.batches.models.LivePair.Status",
+    },
 }
 
 # Salts the pseudonymous annotator ids in exports; keep it fixed so ids stay stable across exports.

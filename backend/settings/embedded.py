@@ -15,3 +15,5 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Static files straight from the apps' folders, no collectstatic needed on one machine.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# One process: the sign-in throttle's counts need no shared cache.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
