@@ -16,6 +16,7 @@ from backend.checkpoints import apis as checkpoint_apis
 from backend.batches import gold_apis
 from backend.insights import apis as insight_apis
 from backend.health import healthz
+from backend.loop import apis as loop_apis
 from exports import apis as export_apis
 from sampler import apis as sampler_apis
 
@@ -72,6 +73,14 @@ api_v1 = [
     path("training-runs/", checkpoint_apis.TrainingRunListCreateApi.as_view(), name="training-run-list"),
     path("training-runs/<int:run_id>/", checkpoint_apis.TrainingRunDetailApi.as_view(), name="training-run-detail"),
     path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
+    path("iterations/", loop_apis.IterationListCreateApi.as_view(), name="iteration-list"),
+    path("iterations/<int:iteration_id>/", loop_apis.IterationDetailApi.as_view(), name="iteration-detail"),
+    path("iterations/<int:iteration_id>/retry/", loop_apis.IterationRetryApi.as_view(), name="iteration-retry"),
+    path("iterations/<int:iteration_id>/report/", loop_apis.IterationReportApi.as_view(), name="iteration-report"),
+    path(
+        "iterations/<int:iteration_id>/plots/<str:name>", loop_apis.IterationPlotApi.as_view(), name="iteration-plot"
+    ),
+    path("batch-templates/", loop_apis.BatchTemplateListCreateApi.as_view(), name="batch-template-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -43,11 +43,13 @@ class Checkpoint(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One training job (a reward model now; PPO and rejection sampling share the record)."""
+    """One training job: a reward model, or a policy run (rejection sampling or PPO) that uses two of them."""
 
     class Kind(models.TextChoices):
         REWARD_HELPFULNESS = "reward_helpfulness", "Reward model (helpfulness)"
         REWARD_SAFETY = "reward_safety", "Reward model (safety)"
+        REJECTION_SAMPLING = "rejection_sampling", "Policy: rejection-sampling fine-tuning"
+        PPO = "ppo", "Policy: PPO"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -59,9 +61,33 @@ class TrainingRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     export = models.ForeignKey("exports.ExportRun", on_delete=models.PROTECT, related_name="training_runs")
     base_checkpoint = models.ForeignKey(
-        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="The backbone."
+        Checkpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The backbone (reward runs) or the base policy (policy runs).",
     )
     builtin_backbone = models.CharField(max_length=100, blank=True, help_text="Or a backbone shipped in a package.")
+    reward_helpfulness = models.ForeignKey(
+        Checkpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Policy runs: the helpfulness reward model that scores samples.",
+    )
+    reward_safety = models.ForeignKey(
+        Checkpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Policy runs: the safety reward model (empty: helpfulness scores everything).",
+    )
+    prompts_path = models.CharField(
+        max_length=1000, blank=True, help_text="Policy runs: the prompts JSONL (train and held-out test prompts)."
+    )
     config = models.JSONField(default=dict, help_text="Hyper-parameters that differ from the defaults.")
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from backend.checkpoints.policy_runs import policy_run_execute
 from backend.checkpoints.training_runs import training_run_execute
 
 TRAINING_SOFT_LIMIT_SECONDS = 24 * 3600
@@ -20,3 +21,18 @@ def training_run_execute_task(run_id: int) -> str:
 
 def enqueue_training_run(run_id: int) -> None:
     training_run_execute_task.delay(run_id)
+
+
+@shared_task(
+    name="training.policy_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=TRAINING_SOFT_LIMIT_SECONDS,
+    time_limit=TRAINING_SOFT_LIMIT_SECONDS + 300,
+)
+def policy_run_execute_task(run_id: int) -> str:
+    return policy_run_execute(run_id=run_id).status
+
+
+def enqueue_policy_run(run_id: int) -> None:
+    policy_run_execute_task.delay(run_id)

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "annotator",
     "exports",
     "backend.insights",
+    "backend.loop",
 ]
 
 MIDDLEWARE = [

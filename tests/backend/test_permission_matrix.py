@@ -51,6 +51,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "training-run-list": {"GET": STAFF, "POST": {RESEARCHER}},
     "training-run-detail": {"GET": STAFF},
     "audit-event-list": {"GET": STAFF},
+    "iteration-list": {"GET": STAFF, "POST": {RESEARCHER}},
+    "iteration-detail": {"GET": STAFF},
+    "iteration-retry": {"POST": {RESEARCHER}},
+    "iteration-report": {"GET": STAFF},
+    "iteration-plot": {"GET": STAFF},
+    "batch-template-list": {"GET": {ADMIN}, "POST": {ADMIN}},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}
@@ -98,6 +104,7 @@ def world():
         "export_id": 1,
         "name": "train.jsonl",
         "run_id": 1,
+        "iteration_id": 1,
         "annotator_id": users[ANNOTATOR].pk,
     }
     return users, kwargs
