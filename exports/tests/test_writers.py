@@ -1,0 +1,58 @@
+"""JSONL lines are exactly json.dumps(row, ensure_ascii=False, separators=(",", ":")), whichever encoder wrote them."""
+
+import json
+
+import pytest
+
+from exports.schema import columns_for
+from exports.writers import SplitWriter
+
+
+def row(**overrides):
+    values = {
+        "prompt": [{"role": "user", "content": "Which is better?"}],
+        "chosen": [{"role": "assistant", "content": "This one."}],
+        "rejected": [{"role": "assistant", "content": "That one."}],
+        "margin": 2 / 3,
+        "strength": "better",
+        "safety_label": "",
+        "is_safety": False,
+        "chosen_checkpoint": "policy-w01",
+        "chosen_temperature": 0.7,
+        "chosen_seed": 7,
+        "rejected_checkpoint": "policy-w02",
+        "rejected_temperature": 1.0,
+        "rejected_seed": None,
+        "source": "platform",
+        "batch": "week 1",
+        "week": "2026-W01",
+        "comparison_id": 1,
+        "annotators": ["a1b2c3"],
+        "agreement": 1.0,
+        "split": "train",
+    }
+    return {name: overrides.get(name, values[name]) for name, _ in columns_for("small")}
+
+
+TEXT = 'quotes " and \\ backslashes, control \x01\x08\t\n\r\x1f\x7f, accents é, 漢字, emoji 😀, separators \u2028\u2029'
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"chosen": [{"role": "assistant", "content": TEXT}], "batch": TEXT},
+        {"chosen_temperature": 1e-05, "rejected_temperature": 0.00009999},
+        {"chosen_temperature": 1e16, "rejected_temperature": 1.2345678901234567e-300},
+        {"margin": 0.0, "agreement": 0.6666666666666666, "chosen_temperature": float("nan")},
+        {"chosen_seed": 2**70},
+    ],
+    ids=["plain", "escapes", "tiny-floats", "huge-and-subnormal", "nan", "big-int"],
+)
+def test_jsonl_lines_are_json_dumps_of_the_rows(tmp_path, overrides):
+    rows = [row(), row(**overrides), row(comparison_id=3)]
+    with SplitWriter(tmp_path, ["jsonl"], "small") as writer:
+        for each in rows:
+            writer.write(each)
+    expected = "".join(json.dumps(each, ensure_ascii=False, separators=(",", ":")) + "\n" for each in rows)
+    assert (tmp_path / "train.jsonl").read_bytes() == expected.encode("utf-8")
