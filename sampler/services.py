@@ -22,6 +22,7 @@ from backend.batches.services.prompts import prompt_create
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput, NotFound
 from sampler.engines import Engine, EngineError, get_engine
+from sampler.engines.base import CHECKPOINT_LOAD_FAILED
 from sampler.planning import OVERSAMPLE, PLAN_NEEDS_VARIETY
 from sampler.sampling import PairScorer, Uncertainty, batch_sample_prompts
 
@@ -91,10 +92,14 @@ def batch_start_sampling(
 
 @functools.lru_cache(maxsize=2)
 def _reward_scorer(path: str) -> PairScorer:
-    """A loaded reward model, kept for the worker's next chunks."""
+    """A loaded reward model, kept for the worker's next chunks; one that fails to load is an EngineError."""
     from training.scoring import RewardScorer
 
-    return RewardScorer(path)
+    try:
+        return RewardScorer(path)
+    except Exception as exc:  # any failure to load is the checkpoint's: report it on the batch with the path
+        reason = f"{type(exc).__name__}: {exc}"
+        raise EngineError(CHECKPOINT_LOAD_FAILED.format(checkpoint=path, reason=reason)) from exc
 
 
 def _uncertainty(batch: Batch, candidates: int) -> Uncertainty | None:

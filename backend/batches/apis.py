@@ -120,6 +120,9 @@ class BatchStaffSerializer(serializers.ModelSerializer):
             "closes_at",
             "guidelines",
             "annotators_write_prompts",
+            "gold_rate",
+            "selection",
+            "selection_checkpoint",
             "sampling_error",
             "sampled_at",
             "created_at",
@@ -157,6 +160,11 @@ class BatchListCreateApi(APIView):
         closes_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         guidelines = serializers.CharField(required=False, allow_blank=True, default="", max_length=100_000)
         annotators_write_prompts = serializers.BooleanField(default=False)
+        gold_rate = serializers.FloatField(default=0.05, help_text="Share of leases that serve gold, 0 to 0.5.")
+        selection = serializers.ChoiceField(choices=Batch.Selection.choices, default=Batch.Selection.BALANCED)
+        selection_checkpoint = serializers.IntegerField(
+            required=False, allow_null=True, default=None, help_text="The reward model for 'uncertain' selection."
+        )
 
     def get_permissions(self) -> list[BasePermission]:
         return [IsBatchAdmin()] if self.request.method == "POST" else [IsAnyRole()]
@@ -172,7 +180,10 @@ class BatchListCreateApi(APIView):
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         batch, created = batch_create(
-            checkpoint_ids=values.pop("checkpoints"), created_by=authenticated_user(request), **values
+            checkpoint_ids=values.pop("checkpoints"),
+            selection_checkpoint_id=values.pop("selection_checkpoint"),
+            created_by=authenticated_user(request),
+            **values,
         )
         return Response(BatchStaffSerializer(batch).data, status=_created_or_ok(created))
 

@@ -10,11 +10,14 @@ from backend.batches.models import Batch, Comparison, Focus, LivePair
 from backend.batches.services.annotations import annotation_submit
 from backend.batches.services.batches import batch_create, batch_open
 from backend.batches.services.prompts import dialogue_continue, prompt_create
+from backend.checkpoints.models import CheckpointKind
 from backend.checkpoints.services import checkpoint_register
 from backend.errors import Conflict, InvalidInput
+from backend.insights.models import ResponseScore
 from sampler import services
 from sampler.engines.tiny import build_tiny_checkpoint
 from sampler.tasks import enqueue_chunk
+from training.reward_model import load_backbone, save_reward_model
 
 pytestmark = pytest.mark.django_db
 
@@ -112,6 +115,99 @@ def test_start_sampling_refuses_what_it_cannot_do(tiny_dirs):
     batch.refresh_from_db()
     with pytest.raises(Conflict, match=re.escape(services.BATCH_NOT_SAMPLABLE)):
         services.batch_start_sampling(batch=batch, enqueue=enqueue_chunk)
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory) -> Path:
+    """A reward model (fresh scalar head) on a tiny backbone, as the reward trainer saves one."""
+    model, tokenizer = load_backbone(build_tiny_checkpoint(tmp_path_factory.mktemp("rm-backbone"), seed=5))
+    target = tmp_path_factory.mktemp("reward-model")
+    save_reward_model(model, tokenizer, target, mean=0.0, std=1.0)
+    return target
+
+
+class RecordingScorer:
+    """The real reward model, remembering each (prompt, score) it gave: the candidates it judged.
+
+    Candidates are scored side by side in plan order (first, then second response of each prompt).
+    """
+
+    def __init__(self, scorer, scored: list[tuple[str, float]]) -> None:
+        self.scorer, self.scored = scorer, scored
+
+    def score(self, prompts, replies):
+        scores = self.scorer.score(prompts, replies)
+        self.scored.extend((prompt[-1]["content"], value) for prompt, value in zip(prompts, scores, strict=True))
+        return scores
+
+
+def test_uncertainty_selection_keeps_the_pairs_the_reward_model_is_least_sure_of(
+    tiny_dirs, reward_dir, on_commit, monkeypatch
+):
+    reward = checkpoint_register(name="rm", path=str(reward_dir), kind=CheckpointKind.REWARD_HELPFULNESS)[0]
+    pool(8)
+    batch, _ = batch_create(
+        name="uncertain",
+        target_comparisons=3,
+        created_by=None,
+        checkpoint_ids=[policy("a", tiny_dirs["a"]).pk, policy("b", tiny_dirs["b"]).pk],
+        temperatures=[0.7, 1.0],
+        max_new_tokens=12,
+        selection="uncertain",
+        selection_checkpoint_id=reward.pk,
+    )
+    scored: list[tuple[str, float]] = []
+    load = services._reward_scorer
+    monkeypatch.setattr(services, "_reward_scorer", lambda path: RecordingScorer(load(path), scored))
+    with on_commit(execute=True):
+        queued = services.batch_start_sampling(batch=batch, enqueue=enqueue_chunk)
+    # Two candidates per pair kept: six of the eight pool prompts are sampled and scored.
+    assert queued == {"prompts": 6, "chunks": 1}
+    batch.refresh_from_db()
+    assert not batch.sampling_error and batch.sampled_at is not None
+    pairs = list(Comparison.objects.filter(batch=batch).select_related("prompt", "first_response", "second_response"))
+    assert len(pairs) == batch.target_comparisons == 3
+
+    by_prompt: dict[str, list[float]] = {}
+    for prompt_text, value in scored:
+        by_prompt.setdefault(prompt_text, []).append(value)
+    candidates = {text: abs(first - second) for text, (first, second) in by_prompt.items()}
+    assert len(candidates) == 6
+    kept = {pair.prompt.text: candidates[pair.prompt.text] for pair in pairs}
+    left_out = set(candidates) - set(kept)
+    assert max(kept.values()) <= min(candidates[text] for text in left_out)
+    # The reward model's scores of the kept responses are stored for the dashboards.
+    for pair in pairs:
+        stored = [
+            ResponseScore.objects.get(response=response, checkpoint=reward).score
+            for response in (pair.first_response, pair.second_response)
+        ]
+        assert stored == pytest.approx(by_prompt[pair.prompt.text])
+
+
+def test_a_reward_model_that_fails_to_load_is_reported_on_the_batch(tiny_dirs, tmp_path):
+    broken = tmp_path / "not-a-reward-model"
+    broken.mkdir()
+    reward = checkpoint_register(name="broken-rm", path=str(broken), kind=CheckpointKind.REWARD_SAFETY)[0]
+    prompt_ids = pool(2)
+    batch = draft([policy("a", tiny_dirs["a"]), policy("b", tiny_dirs["b"])], target=1)
+    Batch.objects.filter(pk=batch.pk).update(
+        status=Batch.Status.SAMPLING, selection=Batch.Selection.UNCERTAIN, selection_checkpoint=reward
+    )
+    assert services.batch_sample_chunk(batch_id=batch.pk, prompt_ids=prompt_ids) == 0
+    batch.refresh_from_db()
+    assert str(broken) in batch.sampling_error and not Comparison.objects.filter(batch=batch).exists()
+
+
+def test_uncertainty_selection_without_a_reward_model_is_refused_naming_the_field(tiny_dirs, client_for, batch_admin):
+    pool(2)
+    batch = draft([policy("a", tiny_dirs["a"]), policy("b", tiny_dirs["b"])], target=1)
+    # The admin's change form can switch a draft to 'uncertain' without choosing the reward model.
+    Batch.objects.filter(pk=batch.pk).update(selection=Batch.Selection.UNCERTAIN)
+    response = client_for(batch_admin).post(reverse("batch-sample", kwargs={"batch_id": batch.pk}))
+    assert response.status_code == 400 and "selection_checkpoint" in response.json(), response.content
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.DRAFT and not Comparison.objects.filter(batch=batch).exists()
 
 
 @pytest.fixture

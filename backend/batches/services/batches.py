@@ -13,6 +13,7 @@ from django.utils import timezone
 from backend.audit.services import audit_record
 from backend.batches.guidelines import DEFAULT_GUIDELINES
 from backend.batches.models import Batch, Comparison, Focus
+from backend.batches.services.gold import check_gold_rate
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import Conflict, InvalidInput
 
@@ -37,6 +38,10 @@ HELD_OUT_FRACTION_INVALID = "held_out_fraction must be between 0 and 0.5."
 CLOSES_BEFORE_OPENS = "closes_at must be after opens_at."
 BATCH_CLOSED = "The batch is closed; it cannot be opened again."
 BATCH_EMPTY = "The batch has no comparisons yet; sample or add some before opening it."
+SELECTION_UNKNOWN = "selection must be one of: " + ", ".join(Batch.Selection.values) + "."
+SELECTION_CHECKPOINT_REQUIRED = "selection 'uncertain' needs selection_checkpoint: the reward model that scores pairs."
+SELECTION_CHECKPOINT_NOT_REWARD = "selection_checkpoint must be a registered reward-model checkpoint."
+REWARD_KINDS = (CheckpointKind.REWARD_HELPFULNESS, CheckpointKind.REWARD_SAFETY)
 
 _ISO_WEEK = re.compile(r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$")
 MAX_OVERLAP = 10
@@ -70,6 +75,18 @@ def _check_checkpoints(checkpoint_ids: Sequence[int]) -> list[Checkpoint]:
     return found
 
 
+def _check_selection(selection: str, checkpoint_id: int | None) -> int | None:
+    if selection not in Batch.Selection.values:
+        raise InvalidInput(SELECTION_UNKNOWN, field="selection")
+    if checkpoint_id is None:
+        if selection == Batch.Selection.UNCERTAIN:
+            raise InvalidInput(SELECTION_CHECKPOINT_REQUIRED, field="selection_checkpoint")
+        return None
+    if not Checkpoint.objects.filter(pk=checkpoint_id, kind__in=REWARD_KINDS).exists():
+        raise InvalidInput(SELECTION_CHECKPOINT_NOT_REWARD, field="selection_checkpoint")
+    return checkpoint_id
+
+
 def batch_create(
     *,
     name: str,
@@ -89,6 +106,9 @@ def batch_create(
     closes_at: datetime | None = None,
     guidelines: str = "",
     annotators_write_prompts: bool = False,
+    gold_rate: float = 0.05,
+    selection: str = Batch.Selection.BALANCED,
+    selection_checkpoint_id: int | None = None,
 ) -> tuple[Batch, bool]:
     """Create a draft batch; returns (batch, created).
 
@@ -122,6 +142,8 @@ def batch_create(
         raise InvalidInput(HELD_OUT_FRACTION_INVALID, field="held_out_fraction")
     if opens_at and closes_at and closes_at <= opens_at:
         raise InvalidInput(CLOSES_BEFORE_OPENS, field="closes_at")
+    gold_rate = check_gold_rate(gold_rate)
+    selection_checkpoint_id = _check_selection(selection, selection_checkpoint_id)
 
     fields = {
         "iso_week": iso_week,
@@ -138,6 +160,9 @@ def batch_create(
         "closes_at": closes_at,
         "guidelines": guidelines.strip() or DEFAULT_GUIDELINES[Focus(focus)],
         "annotators_write_prompts": annotators_write_prompts,
+        "gold_rate": gold_rate,
+        "selection": selection,
+        "selection_checkpoint_id": selection_checkpoint_id,
     }
     with transaction.atomic():
         batch, created = Batch.objects.select_for_update().get_or_create(
@@ -161,8 +186,8 @@ def held_out_count(batch: Batch, comparisons: int) -> int:
 
 
 def _fix_held_out(batch: Batch) -> None:
-    """Choose the held-out comparisons once, reproducibly (seeded by the batch id)."""
-    ids = list(Comparison.objects.filter(batch=batch).order_by("id").values_list("id", flat=True))
+    """Choose the held-out comparisons once, reproducibly (seeded by the batch id); gold items are never held out."""
+    ids = list(Comparison.objects.filter(batch=batch, is_gold=False).order_by("id").values_list("id", flat=True))
     chosen = random.Random(batch.pk).sample(ids, held_out_count(batch, len(ids)))
     Comparison.objects.filter(batch=batch).update(is_held_out=False)
     Comparison.objects.filter(pk__in=chosen).update(is_held_out=True)

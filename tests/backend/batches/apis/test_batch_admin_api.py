@@ -84,3 +84,33 @@ def test_a_checkpoint_name_cannot_be_reused_for_another_path(client_for, researc
     assert clash.status_code == 400 and "name" in clash.json()
     bad_kind = client.post(reverse("checkpoint-list"), {"name": "z", "path": "/z", "kind": "oracle"}, format="json")
     assert bad_kind.status_code == 400 and "kind" in bad_kind.json()
+
+
+def test_gold_rate_and_uncertainty_selection_are_set_over_the_api(client_for, batch_admin):
+    client = client_for(batch_admin)
+    reward = client.post(
+        reverse("checkpoint-list"), {"name": "rm-w47", "path": "/m/rm-w47", "kind": "reward_helpfulness"}, format="json"
+    ).json()["id"]
+    policy = register(client, "policy-w48")
+    body = {
+        "name": "w48-uncertain",
+        "checkpoints": [policy, register(client, "policy-w47")],
+        "target_comparisons": 10,
+        "gold_rate": 0.1,
+        "selection": "uncertain",
+        "selection_checkpoint": reward,
+    }
+    created = client.post(reverse("batch-list"), body, format="json")
+    assert created.status_code == 201, created.content
+    shown = client.get(reverse("batch-detail", kwargs={"batch_id": created.json()["id"]})).json()
+    assert (shown["gold_rate"], shown["selection"], shown["selection_checkpoint"]) == (0.1, "uncertain", reward)
+    refusals = [
+        ({"gold_rate": 0.51}, "gold_rate"),
+        ({"selection": "newest"}, "selection"),
+        ({"selection_checkpoint": None}, "selection_checkpoint"),
+        ({"selection_checkpoint": policy}, "selection_checkpoint"),
+    ]
+    for change, field in refusals:
+        refused = client.post(reverse("batch-list"), {**body, "name": f"bad-{field}", **change}, format="json")
+        assert refused.status_code == 400 and field in refused.json(), (change, refused.content)
+    assert Batch.objects.count() == 1

@@ -6,6 +6,8 @@ from django.utils import timezone
 
 from backend.batches.models import Batch, Comparison
 from backend.batches.services import batches as svc
+from backend.batches.services.comparisons import ResponseInput
+from backend.batches.services.gold import gold_comparison_create
 from backend.checkpoints.models import CheckpointKind
 from backend.errors import Conflict, InvalidInput
 from tests.factories import make_batch, make_checkpoint, make_comparison
@@ -58,6 +60,11 @@ def test_a_retried_create_returns_the_same_batch_and_a_changed_one_is_refused():
         ({"overlap": 11}, "overlap"),
         ({"held_out_size": -1}, "held_out_size"),
         ({"held_out_fraction": 0.9}, "held_out_fraction"),
+        ({"gold_rate": 0.6}, "gold_rate"),
+        ({"gold_rate": -0.1}, "gold_rate"),
+        ({"selection": "random"}, "selection"),
+        ({"selection": "uncertain"}, "selection_checkpoint"),
+        ({"selection_checkpoint_id": 999999}, "selection_checkpoint"),
     ],
 )
 def test_bad_settings_name_the_field(overrides, field):
@@ -143,3 +150,43 @@ def test_a_nul_in_model_output_is_stored_as_a_replacement_character():
     batch = make_batch(comparisons=0, open_it=False)
     comparison = make_comparison(batch, texts=("fine", "bro\x00ken"))
     assert comparison.second_response.text == "bro\ufffdken"
+
+
+def test_gold_rate_and_uncertainty_selection_are_set_at_creation():
+    reward = make_checkpoint(kind=CheckpointKind.REWARD_HELPFULNESS)
+    batch, _ = create(gold_rate=0.2, selection="uncertain", selection_checkpoint_id=reward.pk)
+    batch.refresh_from_db()
+    assert (batch.gold_rate, batch.selection, batch.selection_checkpoint_id) == (0.2, "uncertain", reward.pk)
+    defaults, _ = create(name="defaults")
+    assert (defaults.gold_rate, defaults.selection, defaults.selection_checkpoint_id) == (0.05, "balanced", None)
+
+
+def test_a_policy_cannot_select_pairs_and_a_retry_must_keep_the_selection():
+    policy = make_checkpoint()
+    with pytest.raises(InvalidInput, match=re.escape(svc.SELECTION_CHECKPOINT_NOT_REWARD)) as error:
+        create(selection="uncertain", selection_checkpoint_id=policy.pk)
+    assert error.value.field == "selection_checkpoint" and not Batch.objects.exists()
+    checkpoints = [make_checkpoint(), make_checkpoint()]
+    create(checkpoints=checkpoints, gold_rate=0.1)
+    with pytest.raises(InvalidInput, match=re.escape(svc.NAME_TAKEN)):
+        create(checkpoints=checkpoints, gold_rate=0.3)
+
+
+def test_opening_never_holds_out_a_gold_comparison():
+    batch, _ = create(held_out_fraction=0.5)
+    checkpoint = batch.checkpoints.first()
+    for i in range(20):
+        make_comparison(batch)
+        gold_comparison_create(
+            batch=batch,
+            prompt_text=f"Gold question {i}?",
+            first=ResponseInput(checkpoint=checkpoint, text=f"right {i}", temperature=0.7),
+            second=ResponseInput(checkpoint=checkpoint, text=f"wrong {i}", temperature=0.7),
+            better="first",
+            created_by=None,
+        )
+    svc.batch_open(batch=batch)
+    held_out = Comparison.objects.filter(batch=batch, is_held_out=True)
+    assert not held_out.filter(is_gold=True).exists()
+    # Half of the 20 regular comparisons: the gold ones do not count toward the test split either.
+    assert held_out.count() == 10
