@@ -255,7 +255,8 @@ def _record(
                     return existing, False
                 raise Conflict(ASSIGNMENT_DONE)
             is_skip = bool(fields.get("skip_reason"))
-            if assignment.expires_at <= now and not is_skip:
+            # Gold items have no overlap to protect: a late answer on one is still taken.
+            if assignment.expires_at <= now and not is_skip and not comparison.is_gold:
                 others = _live_assignments(comparison.pk, now).exclude(pk=assignment.pk).count()
                 if others >= assignment.comparison.batch.overlap:
                     raise Conflict(LEASE_EXPIRED)

@@ -1,6 +1,7 @@
 """Gold comparisons: mixed into queues at the batch's rate, never revealed, outside the overlap, and scored."""
 
 import random
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
@@ -187,3 +188,34 @@ def test_the_gold_api_is_for_admins_and_names_the_bad_field(client_for, batch_ad
     assert label.status_code == 400 and "safety_label" in label.json()
     assert Annotation.objects.count() == 0
     assert batch_progress(batch=batch).comparisons == 1
+
+
+def test_an_answer_after_an_expired_gold_lease_is_still_taken(seeded):
+    batch = make_batch(comparisons=0, open_it=False, overlap=1)
+    batch.gold_rate = 0.5
+    batch.save(update_fields=["gold_rate"])
+    (item,) = add_gold(batch, 1)
+    batch = batch_open(batch=batch)
+    leases = []
+    for annotator in (make_user(), make_user(), make_user()):
+        lease = None
+        while lease is None:
+            lease = assignment_lease_next(batch=batch, annotator=annotator)
+        assert lease.comparison_id == item.pk
+        leases.append(lease)
+    for i, lease in enumerate(leases[:2]):
+        annotation_submit(
+            assignment_id=lease.pk, annotator=lease.annotator, choice="a", strength="better", idempotency_key=f"on{i}"
+        )
+    # Two annotators already judged the item, past the batch's overlap of 1; the third submits after expiry.
+    late = leases[2]
+    annotation, created = annotation_submit(
+        assignment_id=late.pk,
+        annotator=late.annotator,
+        choice="b",
+        strength="slightly_better",
+        idempotency_key="late",
+        now=late.expires_at + timedelta(minutes=5),
+    )
+    assert created and annotation.comparison_id == item.pk
+    assert Assignment.objects.filter(comparison=item, status="submitted").count() == 3
