@@ -3,8 +3,8 @@
 Locking: every write that changes how many live assignments a comparison has holds that
 comparison's row lock (`SELECT ... FOR UPDATE`), and counts only after taking it. Leasing takes the
 lock with SKIP LOCKED so concurrent annotators spread over different comparisons instead of
-queueing on one. Submitting locks the assignment, then its comparison: the same order everywhere,
-so there is no deadlock.
+queueing on one. Submitting locks the assignment, then its comparison (one statement, `FOR UPDATE OF`
+both, which PostgreSQL takes in the order named): the same order everywhere, so there is no deadlock.
 """
 
 import secrets
@@ -238,7 +238,7 @@ def _record(
     try:
         with transaction.atomic():
             assignment = (
-                Assignment.objects.select_for_update(of=("self",))
+                Assignment.objects.select_for_update(of=("self", "comparison"))
                 .select_related("comparison__batch")
                 .filter(pk=assignment_id, annotator=annotator)
                 .first()
@@ -247,7 +247,7 @@ def _record(
                 raise NotFound(ASSIGNMENT_NOT_FOUND)
             if safety_label is not None:  # judgements only: checked against the batch loaded with the lock
                 fields["safety_label"] = _check_safety_label(assignment.comparison.batch.focus, safety_label)
-            comparison = Comparison.objects.select_for_update().get(pk=assignment.comparison_id)
+            comparison = assignment.comparison
             if assignment.status != Assignment.Status.LEASED:
                 # A concurrent retry with the same key may have stored it while we waited for the lock.
                 existing = _existing_for_key(annotator, idempotency_key, assignment_id)
