@@ -9,8 +9,10 @@ from datasets import load_dataset
 
 from backend.accounts.roles import Role
 from backend.batches.models import Focus
-from backend.batches.services.annotations import annotation_submit, assignment_lease_next
+from backend.batches.services.annotations import annotation_submit, assignment_lease_comparison, assignment_lease_next
 from backend.batches.services.batches import batch_open
+from backend.batches.services.comparisons import ResponseInput
+from backend.batches.services.gold import gold_comparison_create
 from backend.errors import InvalidInput
 from exports.models import ExportRun
 from exports.services import export_build, export_create, preferences_import
@@ -247,3 +249,49 @@ def test_the_command_prints_a_progress_bar_and_the_directory(capsys):
     call_command("export", "--formats", "jsonl", "--margin", "small")
     out = capsys.readouterr()
     assert re.search(r"Export \d+: 4 rows in .*export-\d{6}", out.out)
+
+
+def with_judged_gold(batch, count: int) -> None:
+    """Add gold comparisons to the batch, each answered by an annotator."""
+    checkpoint = batch.checkpoints.first()
+    annotator = make_user(Role.ANNOTATOR)
+    for i in range(count):
+        item, _ = gold_comparison_create(
+            batch=batch,
+            prompt_text=f"Gold question {i}?",
+            first=ResponseInput(checkpoint=checkpoint, text=f"right {i}", temperature=0.7),
+            second=ResponseInput(checkpoint=checkpoint, text=f"wrong {i}", temperature=0.7),
+            better="first",
+            created_by=None,
+        )
+        lease = assignment_lease_comparison(comparison=item, annotator=annotator)
+        annotation_submit(
+            assignment_id=lease.pk, annotator=annotator, choice="a", strength="better", idempotency_key=f"gold{i}"
+        )
+
+
+def test_gold_comparisons_are_left_out_unless_include_gold_asks_for_them():
+    batch = judged_batch(4, held_out_size=0)
+    with_judged_gold(batch, 2)
+    plain = build(filters={"batches": [batch.pk]})
+    prompts = [row["prompt"][-1]["content"] for row in read_jsonl(Path(plain.directory) / "train.jsonl")]
+    assert plain.rows_written == 4 and not any(p.startswith("Gold question") for p in prompts)
+    assert plain.manifest["filters"]["include_gold"] is False
+    with_gold = build(filters={"batches": [batch.pk], "include_gold": True})
+    prompts = [row["prompt"][-1]["content"] for row in read_jsonl(Path(with_gold.directory) / "train.jsonl")]
+    assert with_gold.rows_written == 6 and sorted(p for p in prompts if p.startswith("Gold")) == [
+        "Gold question 0?",
+        "Gold question 1?",
+    ]
+    manifest = json.loads((Path(with_gold.directory) / "manifest.json").read_text())
+    assert manifest["filters"]["include_gold"] is True and manifest["statistics"]["comparisons"] == 6
+
+
+def test_the_command_keeps_gold_only_with_include_gold(capsys):
+    from django.core.management import call_command
+
+    with_judged_gold(judged_batch(3), 1)
+    call_command("export", "--formats", "jsonl")
+    call_command("export", "--formats", "jsonl", "--include-gold")
+    out = capsys.readouterr().out
+    assert re.findall(r"Export \d+: (\d+) rows", out) == ["3", "4"]

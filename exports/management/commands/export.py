@@ -20,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--since", default="", help="Only annotations made at or after this ISO date-time.")
         parser.add_argument("--until", default="", help="Only annotations made before this ISO date-time.")
         parser.add_argument("--drop-unsure", action="store_true", help="Leave out 'negligibly better / unsure'.")
+        parser.add_argument(
+            "--include-gold", action="store_true", help="Keep gold (quality-control) comparisons, left out by default."
+        )
         parser.add_argument("--formats", default=",".join(FORMATS), help="jsonl, parquet or both (comma-separated).")
         parser.add_argument(
             "--granularity",
@@ -39,6 +42,7 @@ class Command(BaseCommand):
             "since": options["since"],
             "until": options["until"],
             "drop_unsure": options["drop_unsure"],
+            "include_gold": options["include_gold"],
         }
         try:
             run, _ = export_create(
