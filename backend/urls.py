@@ -12,10 +12,10 @@ from rest_framework.authtoken.views import obtain_auth_token
 from backend.accounts.apis import MeApi
 from backend.audit.apis import AuditEventListApi
 from backend.batches import apis as batch_apis
-from backend.checkpoints import apis as checkpoint_apis
 from backend.batches import gold_apis
-from backend.insights import apis as insight_apis
+from backend.checkpoints import apis as checkpoint_apis
 from backend.health import healthz
+from backend.insights import apis as insight_apis
 from backend.loop import apis as loop_apis
 from exports import apis as export_apis
 from sampler import apis as sampler_apis
