@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def judge(batch, annotator, *, pick_first: bool, strength: str, key: str) -> None:
     lease = assignment_lease_next(batch=batch, annotator=annotator)
+    assert lease is not None
     first_shown = "b" if lease.swap else "a"
     choice = first_shown if pick_first else ("a" if first_shown == "b" else "b")
     annotation_submit(

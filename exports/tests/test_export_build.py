@@ -265,6 +265,7 @@ def with_judged_gold(batch, count: int) -> None:
             created_by=None,
         )
         lease = assignment_lease_comparison(comparison=item, annotator=annotator)
+        assert lease is not None
         annotation_submit(
             assignment_id=lease.pk, annotator=annotator, choice="a", strength="better", idempotency_key=f"gold{i}"
         )
