@@ -30,6 +30,12 @@ demo: $(APP_STAMP)
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
+# One whole turn of the RLHF loop on CPU (SmolLM2 policy, MiniLM reward models, a simulated annotator).
+.PHONY: demo-loop
+demo-loop: $(APP_STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_loop
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
