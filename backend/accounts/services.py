@@ -14,12 +14,14 @@ _ROLE_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
         "authtoken": ("view_",),
         "exports": ("view_",),
         "audit": ("view_",),
+        "loop": ("add_batchtemplate", "change_batchtemplate", "view_"),
     },
     Role.RESEARCHER: {
         "batches": ("view_",),
         "checkpoints": ("add_", "change_", "view_"),
         "exports": ("add_exportrun", "view_"),
         "audit": ("view_",),
+        "loop": ("add_iteration", "view_"),
     },
 }
 
