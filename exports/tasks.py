@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from backend.jobs import publish
 from exports.services import export_build
 
 EXPORT_SOFT_LIMIT_SECONDS = 3 * 3600
@@ -19,4 +20,4 @@ def export_build_task(run_id: int) -> str:
 
 
 def enqueue_export(run_id: int) -> None:
-    export_build_task.delay(run_id)
+    publish(export_build_task, run_id)

@@ -7,6 +7,7 @@ make a second run harmless (one pair per prompt and batch is a database constrai
 from celery import shared_task
 
 from backend.batches.models import LivePair
+from backend.jobs import publish
 from sampler import services
 
 SAMPLING_SOFT_LIMIT_SECONDS = 1800
@@ -36,8 +37,8 @@ def live_pair_sample(live_pair_id: int) -> str:
 
 
 def enqueue_chunk(batch_id: int, prompt_ids: list[int]) -> None:
-    batch_sample_chunk.delay(batch_id, prompt_ids)
+    publish(batch_sample_chunk, batch_id, prompt_ids)
 
 
 def enqueue_live_pair(live_pair_id: int) -> None:
-    live_pair_sample.delay(live_pair_id)
+    publish(live_pair_sample, live_pair_id)

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from backend.checkpoints.policy_runs import policy_run_execute
 from backend.checkpoints.training_runs import training_run_execute
+from backend.jobs import publish
 
 TRAINING_SOFT_LIMIT_SECONDS = 24 * 3600
 
@@ -20,7 +21,7 @@ def training_run_execute_task(run_id: int) -> str:
 
 
 def enqueue_training_run(run_id: int) -> None:
-    training_run_execute_task.delay(run_id)
+    publish(training_run_execute_task, run_id)
 
 
 @shared_task(
@@ -35,4 +36,4 @@ def policy_run_execute_task(run_id: int) -> str:
 
 
 def enqueue_policy_run(run_id: int) -> None:
-    policy_run_execute_task.delay(run_id)
+    publish(policy_run_execute_task, run_id)

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from backend.insights.services import response_scores_compute
+from backend.jobs import publish
 
 
 @shared_task(
@@ -17,4 +18,4 @@ def response_scores_compute_task(checkpoint_id: int) -> int:
 
 
 def enqueue_response_scores(checkpoint_id: int) -> None:
-    response_scores_compute_task.delay(checkpoint_id)
+    publish(response_scores_compute_task, checkpoint_id)

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from backend.checkpoints.tasks import TRAINING_SOFT_LIMIT_SECONDS
+from backend.jobs import publish
 from backend.loop.models import Iteration
 from backend.loop.services.iterations import iteration_step
 from backend.loop.services.templates import weekly_batches_run
@@ -24,7 +25,7 @@ def iteration_step_task(iteration_id: int) -> str:
 
 
 def enqueue_iteration(iteration_id: int) -> None:
-    iteration_step_task.delay(iteration_id)
+    publish(iteration_step_task, iteration_id)
 
 
 @shared_task(name="backend.loop.tasks.weekly_batches", acks_late=True, soft_time_limit=3600, time_limit=3660)

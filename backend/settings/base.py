@@ -201,7 +201,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 # How long a delivered, unacknowledged task waits before Redis hands it to another worker: longer than
 # the longest task, or a slow task runs twice (harmless: tasks are idempotent, but wasted GPU time).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env_str("CELERY_VISIBILITY_TIMEOUT", str(6 * 3600)))}
+# The socket timeouts bound a publish to a Redis that does not answer (see backend.jobs).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(env_str("CELERY_VISIBILITY_TIMEOUT", str(6 * 3600))),
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -213,7 +218,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backend.batches.tasks.gold_reviews_refresh",
         "schedule": timedelta(minutes=5),
     },
+    "jobs-requeue-stale": {
+        "task": "backend.job_sweep.jobs_requeue_stale",
+        "schedule": timedelta(minutes=5),
+    },
 }
+# Jobs still queued this long after they were created, and not held by the broker, are published again.
+JOB_REQUEUE_GRACE_SECONDS = int(env_str("JOB_REQUEUE_GRACE_SECONDS", "300"))
+CELERY_IMPORTS = ("backend.job_sweep",)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 
