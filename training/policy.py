@@ -51,6 +51,11 @@ def training_dtype(device: torch.device, bf16: bool | None) -> torch.dtype:
     return torch.bfloat16 if use_bf16 else torch.float32
 
 
+def mixed_precision(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Compute in `dtype` while trained weights stay fp32: an update of LR 1e-6 vanishes in bf16 weights."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
 def _without_dropout(path: Path, **overrides: Any) -> Any:
     config = AutoConfig.from_pretrained(path, **overrides)
     for name, value in list(vars(config).items()):

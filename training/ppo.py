@@ -35,6 +35,7 @@ from training.policy import (
     Policy,
     load_policy,
     load_value_model,
+    mixed_precision,
     resolve_device,
     save_policy,
     token_values,
@@ -104,7 +105,8 @@ class PPOConfig:
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'."""
     bf16: bool | None = None
-    """Weights in bf16 (default: on GPU only)."""
+    """Compute in bf16 under autocast, the frozen reference stored in bf16 (default: on GPU only); the trained
+    policy and value model keep fp32 weights."""
     checkpoint_every: int = 10
     """Iterations between resumable checkpoints."""
     stop_after_iterations: int | None = None
@@ -181,15 +183,18 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
     if (resume / "state.pt").exists():
         iteration, log, evaluations = _load_resume(resume, models)
     else:
-        evaluations.before = heldout_reward(models.policy, scorer, heldout_rows, config)
+        with mixed_precision(device, dtype):
+            evaluations.before = heldout_reward(models.policy, scorer, heldout_rows, config)
         evaluations.record(0, evaluations.before)
 
     stopped_early = False
     while iteration < config.iterations:
         iteration += 1
-        entry = ppo_iteration(models, scorer, train_rows, config, iteration)
+        with mixed_precision(device, dtype):
+            entry = ppo_iteration(models, scorer, train_rows, config, iteration)
         if iteration % config.eval_every == 0 or iteration == config.iterations:
-            entry["eval/heldout_reward"] = heldout_reward(models.policy, scorer, heldout_rows, config)
+            with mixed_precision(device, dtype):
+                entry["eval/heldout_reward"] = heldout_reward(models.policy, scorer, heldout_rows, config)
             if evaluations.record(iteration, entry["eval/heldout_reward"]):
                 _save_atomically(work / BEST_DIR, lambda directory: save_policy(models.policy, directory))
             stopped_early = evaluations.without_improvement >= config.early_stopping_patience
@@ -221,7 +226,7 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
     final = models.policy
     if stopped_early:  # the best evaluated policy, not the one that stopped improving
         best = config.policy if evaluations.best_iteration == 0 else work / BEST_DIR
-        final = load_policy(best, device=device, dtype=dtype, trainable=False)
+        final = load_policy(best, device=device, dtype=torch.float32, trainable=False)
     _finish(config, final, metrics, work)
     return metrics
 
@@ -240,10 +245,11 @@ def _check(config: PPOConfig) -> None:
 
 
 def _load_models(config: PPOConfig, device: torch.device, dtype: torch.dtype) -> _Models:
-    policy = load_policy(config.policy, device=device, dtype=dtype)
+    """The trained policy and value model in fp32 (computing under autocast); the frozen reference in `dtype`."""
+    policy = load_policy(config.policy, device=device, dtype=torch.float32)
     reference = load_policy(config.policy, device=device, dtype=dtype, trainable=False)
     value, value_init = load_value_model(
-        config.policy, policy.tokenizer, config.reward_helpfulness, device=device, dtype=dtype
+        config.policy, policy.tokenizer, config.reward_helpfulness, device=device, dtype=torch.float32
     )
 
     def adamw(model: Any, learning_rate: float) -> torch.optim.Optimizer:
@@ -446,7 +452,7 @@ def _finish(config: PPOConfig, policy: Policy, metrics: dict[str, Any], work: Pa
     staging.mkdir(parents=True)
     save_policy(policy, staging)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_ppo_curves(metrics["log"], staging / "ppo_curves.png")
+    plot_ppo_curves(metrics["log"], metrics["evaluations"], staging / "ppo_curves.png")
     shutil.rmtree(config.output_dir, ignore_errors=True)
     config.output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(config.output_dir)
@@ -465,8 +471,8 @@ CURVES = (
 )
 
 
-def plot_ppo_curves(log: Sequence[dict[str, float]], path: Path) -> Path:
-    """One panel per diagnostic against the iteration."""
+def plot_ppo_curves(log: Sequence[dict[str, float]], evaluations: Sequence[dict[str, float]], path: Path) -> Path:
+    """One panel per diagnostic against the iteration; held-out reward from iteration 0 (the starting policy)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -474,7 +480,8 @@ def plot_ppo_curves(log: Sequence[dict[str, float]], path: Path) -> Path:
 
     figure, axes = plt.subplots(2, 4, figsize=(16, 7))
     for axis, (key, title) in zip(axes.flat, CURVES, strict=True):
-        points = [(entry["iteration"], entry[key]) for entry in log if key in entry]
+        source = evaluations if key == "eval/heldout_reward" else log
+        points = [(entry["iteration"], entry[key]) for entry in source if key in entry]
         if points:
             xs, ys = zip(*points, strict=True)
             axis.plot(xs, ys, marker="o" if len(points) < 30 else None)

@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="Prompt draws, sampling and minibatch order.")
     p.add_argument("--checkpoint-every", type=int, default=10, help="Iterations between resumable checkpoints.")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda.")
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 weights (auto: on GPU only).")
+    p.add_argument(
+        "--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 compute, fp32 weights (auto: on GPU only)."
+    )
     return p
 
 

@@ -38,7 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="Sampling and data order.")
     p.add_argument("--checkpoint-every", type=int, default=50, help="Steps between resumable checkpoints.")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda.")
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 weights (auto: on GPU only).")
+    p.add_argument(
+        "--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 compute, fp32 weights (auto: on GPU only)."
+    )
     return p
 
 

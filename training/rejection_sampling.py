@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data import bucketed_order
-from training.policy import Policy, load_policy, resolve_device, save_policy, training_dtype
+from training.policy import Policy, load_policy, mixed_precision, resolve_device, save_policy, training_dtype
 from training.ppo import Progress
 from training.rollout import PromptRow, encode_prompts, generate, load_prompts
 from training.schedule import cosine_with_warmup, warmup_steps
@@ -69,7 +69,7 @@ class RejectionSamplingConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool | None = None
-    """Weights in bf16 (default: on GPU only)."""
+    """Compute in bf16 under autocast, weights kept in fp32 (default: on GPU only)."""
     checkpoint_every: int = 50
     """Optimizer steps between resumable checkpoints."""
     stop_after_steps: int | None = None
@@ -166,7 +166,7 @@ def train_rejection_sampling(
     device = resolve_device(config.device)
     dtype = training_dtype(device, config.bf16)
     torch.manual_seed(config.seed)
-    policy = load_policy(config.policy, device=device, dtype=dtype)
+    policy = load_policy(config.policy, device=device, dtype=torch.float32)  # fp32 weights, bf16 compute
     work = config.output_dir.with_name(config.output_dir.name + ".work")
     samples_path = work / SAMPLES_FILE
     if samples_path.exists():
@@ -176,7 +176,8 @@ def train_rejection_sampling(
         if not rows:
             raise ValueError(f"{config.prompts} has no train prompts")
         scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
-        samples = sample_best(policy, scorer, rows, config)
+        with mixed_precision(device, dtype):
+            samples = sample_best(policy, scorer, rows, config)
         work.mkdir(parents=True, exist_ok=True)
         partial = samples_path.with_name(SAMPLES_FILE + ".tmp")
         partial.write_text("".join(json.dumps(asdict(sample)) + "\n" for sample in samples))
@@ -213,7 +214,8 @@ def train_rejection_sampling(
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for batch in batches:
-            loss, _ = response_loss_sum(model, batch)
+            with mixed_precision(device, dtype):
+                loss, _ = response_loss_sum(model, batch)
             (loss / max(tokens, 1)).backward()
             loss_sum += loss.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -251,3 +251,15 @@ def test_responses_are_cut_after_eos_and_flagged_without_it(tmp_path, eos_boost,
 def test_a_rollout_batch_that_minibatches_do_not_divide_is_refused(setup, tmp_path):
     with pytest.raises(ValueError, match="multiple of minibatch_size"):
         train_ppo(replace(config(setup, tmp_path / "x"), rollout_batch_size=10), scorer=ShortReplyScorer())
+
+
+def test_bf16_computes_in_bf16_and_keeps_the_trained_weights_in_fp32(setup, tmp_path):
+    output = tmp_path / "bf16"
+    small = dict(iterations=1, rollout_batch_size=4, minibatch_size=4, max_new_tokens=6, bf16=True)
+    metrics = train_ppo(config(setup, output, **small), scorer=ShortReplyScorer())
+    assert metrics["iterations_run"] == 1
+    weights = load_file(output / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+    assert not torch.equal(
+        weights["lm_head.weight"], load_file(setup["policy"] / "model.safetensors")["lm_head.weight"]
+    )
