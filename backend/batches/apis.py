@@ -163,7 +163,11 @@ class BatchListCreateApi(APIView):
         gold_rate = serializers.FloatField(default=0.05, help_text="Share of leases that serve gold, 0 to 0.5.")
         selection = serializers.ChoiceField(choices=Batch.Selection.choices, default=Batch.Selection.BALANCED)
         selection_checkpoint = serializers.IntegerField(
-            required=False, allow_null=True, default=None, help_text="The reward model for 'uncertain' selection."
+            required=False,
+            allow_null=True,
+            default=None,
+            min_value=1,
+            help_text="The reward model for 'uncertain' selection.",
         )
 
     def get_permissions(self) -> list[BasePermission]:
