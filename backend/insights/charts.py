@@ -34,6 +34,19 @@ def _axis(top_value: float, fmt: str) -> list[str]:
     return parts
 
 
+def _wrap(label: str, width: int, max_lines: int = 2) -> list[str]:
+    """Split a label into at most `max_lines` lines of about `width` characters, at spaces."""
+    lines: list[str] = []
+    for word in label.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], " ".join(lines[max_lines - 1 :])]
+    return lines or [""]
+
+
 def bar_chart(
     labels: Sequence[str],
     values: Sequence[float],
@@ -64,10 +77,12 @@ def bar_chart(
                 f'width="{bar_w:.1f}" height="{ref_h:.1f}" fill="{REFERENCE}">'
                 f"<title>{escape(reference_name)} {escape(label)}: {escape(format(reference[i], fmt))}</title></rect>"
             )
-        body.append(
-            f'<text x="{LEFT + i * slot + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
-            f'font-size="11" fill="{INK}">{escape(label[:22])}</text>'
+        centre = LEFT + i * slot + slot / 2
+        lines = "".join(
+            f'<tspan x="{centre:.1f}" dy="{0 if n == 0 else 13}">{escape(line)}</tspan>'
+            for n, line in enumerate(_wrap(label, max(int(slot / 6.5), 8)))
         )
+        body.append(f'<text y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11" fill="{INK}">{lines}</text>')
     if reference is not None:
         body.append(
             f'<rect x="{WIDTH - RIGHT - 190}" y="{HEIGHT - 18}" width="10" height="10" fill="{ACCENT}"/>'
