@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sampler.engines.transformers_engine import LoadedModel, _seeded
+from sampler.engines.transformers_engine import LoadedModel, seeded_rng
 from training.policy import Policy
 from training.ppo_math import ends_with_eos, entropy_of, logprobs_of, response_mask
 
@@ -114,7 +114,7 @@ def generate(
     device = next(policy.model.parameters()).device
     step = batch_size or len(prompts)
     chunks = []
-    with _seeded(seed, device):
+    with seeded_rng(seed, device):
         for start in range(0, len(prompts), step):
             query, query_mask = left_pad(prompts[start : start + step], policy.pad_token_id)
             output = policy.model.generate(

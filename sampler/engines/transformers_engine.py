@@ -143,7 +143,7 @@ class TransformersEngine(Engine):
             if key.temperature > 0
             else {"do_sample": False}
         )
-        with torch.inference_mode(), _seeded(seed if key.temperature > 0 else None, self.device):
+        with torch.inference_mode(), seeded_rng(seed if key.temperature > 0 else None, self.device):
             output = loaded.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
@@ -239,7 +239,7 @@ def _group(requests: Sequence[GenerationRequest]) -> dict[_GroupKey, list[int]]:
 
 
 @contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
     """Run under a private RNG state seeded with ``seed``, leaving the process's RNG untouched; no-op for None."""
     if seed is None:
         yield
