@@ -59,9 +59,10 @@ class _LineEncoder:
     accepts; a row with another float (a temperature of 1e-05, a NaN) or a value orjson refuses takes json.
     """
 
-    def __init__(self, float_positions: list[int]) -> None:
-        self._floats = float_positions
-        self._checked: dict[float, bool] = {}
+    def __init__(self, float_columns: list[str]) -> None:
+        self._floats = float_columns
+        # Floats seen to agree: a few temperatures and margins, looked up by hash instead of checked each row.
+        self._agreeing: set[float] = set()
         self._fallback = _json_encoder()
 
     def __call__(self, row: dict[str, Any]) -> bytes:
@@ -73,19 +74,15 @@ class _LineEncoder:
         return self._fallback(row).encode("utf-8")
 
     def _floats_agree(self, row: dict[str, Any]) -> bool:
-        values = tuple(row.values())
-        checked = self._checked
-        for position in self._floats:
-            value = values[position]
-            if value is None:
+        agreeing = self._agreeing
+        for name in self._floats:
+            value = row[name]
+            if value is None or value in agreeing:
                 continue
-            agree = checked.get(value)
-            if agree is None:
-                agree = checked[value] = type(value) is float and _same_in_orjson(value)
-                if len(checked) > 10_000:
-                    checked.clear()
-            if not agree:
+            if type(value) is not float or not _same_in_orjson(value):
                 return False
+            if len(agreeing) < 10_000:
+                agreeing.add(value)
         return True
 
 
@@ -242,7 +239,7 @@ class SplitWriter:
         self.schema = arrow_schema(margin_scheme)
         self.rows: dict[str, int] = {}
         self._names = tuple(self.names)
-        self._encode = _LineEncoder([i for i, field in enumerate(self.schema) if pa.types.is_floating(field.type)])
+        self._encode = _LineEncoder([field.name for field in self.schema if pa.types.is_floating(field.type)])
         self._jsonl: dict[str, _JsonlFile] = {}
         self._lines: dict[str, list[bytes]] = {}
         self._parquet: dict[str, pq.ParquetWriter] = {}
