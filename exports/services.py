@@ -93,7 +93,7 @@ def export_options_check(
         raise InvalidInput(MARGIN_INVALID, field="margin_scheme")
     if mix not in ExportRun.Mix.values:
         raise InvalidInput(MIX_INVALID, field="mix")
-    if tokenizer != WHITESPACE and not (Path(tokenizer) / "tokenizer_config.json").exists():
+    if tokenizer != WHITESPACE and not _tokenizer_dir_exists(tokenizer):
         raise InvalidInput(TOKENIZER_MISSING.format(path=tokenizer), field="tokenizer")
     checked = _parse_filters(filters or {})
     checked["tokenizer"] = tokenizer
@@ -104,6 +104,14 @@ def export_options_check(
         "margin_scheme": margin_scheme,
         "mix": mix,
     }
+
+
+def _tokenizer_dir_exists(path: str) -> bool:
+    """Whether a Hugging Face tokenizer lives there; a name the file system refuses (too long, NUL) is not one."""
+    try:
+        return (Path(path) / "tokenizer_config.json").exists()
+    except (OSError, ValueError):
+        return False
 
 
 def export_create(
