@@ -32,9 +32,12 @@ RUN_PLOTS = {
 
 
 def policy_votes() -> list[tuple[str, str]]:
-    """(winner, loser) checkpoint names: every judged annotation of two responses from different checkpoints."""
+    """(winner, loser) checkpoint names: every judged annotation of two responses from different checkpoints.
+
+    Gold comparisons are left out: their answers measure the annotator, not the models.
+    """
     rows = (
-        Annotation.objects.filter(skip_reason="")
+        Annotation.objects.filter(skip_reason="", comparison__is_gold=False)
         .exclude(chosen_response__checkpoint=F("rejected_response__checkpoint"))
         .values_list("chosen_response__checkpoint__name", "rejected_response__checkpoint__name")
     )
@@ -49,7 +52,7 @@ def leaderboard() -> list[Rating]:
 
 def human_win_rate(*, new: Checkpoint, previous: Checkpoint) -> WinRate:
     """How often annotators chose `new`'s response over `previous`'s, with a Wilson interval."""
-    votes = Annotation.objects.filter(skip_reason="").filter(
+    votes = Annotation.objects.filter(skip_reason="", comparison__is_gold=False).filter(
         Q(chosen_response__checkpoint=new, rejected_response__checkpoint=previous)
         | Q(chosen_response__checkpoint=previous, rejected_response__checkpoint=new)
     )

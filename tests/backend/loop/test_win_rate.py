@@ -38,3 +38,20 @@ def test_human_votes_give_the_win_rate_and_the_leaderboard():
     board = leaderboard()
     assert [r.name for r in board] == [first.name, second.name]
     assert (board[0].wins, board[0].games) == (5, 6)
+
+
+@pytest.mark.django_db
+def test_answers_on_gold_comparisons_are_not_votes_for_a_model():
+    batch = make_batch(comparisons=2)
+    first, second = batch.checkpoints.order_by("id")
+    annotator = make_user()
+    for i in range(2):
+        assignment = assignment_lease_next(batch=batch, annotator=annotator)
+        choice = "b" if assignment.swap else "a"  # the first checkpoint's response each time
+        annotation_submit(
+            assignment_id=assignment.pk, annotator=annotator, choice=choice, strength="better", idempotency_key=str(i)
+        )
+    assert human_win_rate(new=first, previous=second).games == 2
+    batch.comparisons.filter(pk=batch.comparisons.order_by("id").first().pk).update(is_gold=True)
+    assert (human_win_rate(new=first, previous=second).wins, human_win_rate(new=first, previous=second).games) == (1, 1)
+    assert leaderboard()[0].games == 1
