@@ -26,7 +26,8 @@ from backend.insights.statistics import (
     pairwise_agreement,
     wilson_interval,
 )
-from backend.loop.selectors import leaderboard
+from backend.loop.models import Iteration
+from backend.loop.selectors import RUN_PLOTS, iteration_plots, iteration_progress, leaderboard
 
 BATCH_NOT_FOUND = "No such batch."
 ANNOTATOR_NOT_FOUND = "No such annotator."
@@ -348,7 +349,8 @@ def _training_curve(run: TrainingRun) -> list[dict[str, float]]:
 
 
 def models_dashboard() -> dict[str, Any]:
-    """The human Bradley-Terry leaderboard, per-batch new-vs-previous win rates, and reward-model training runs."""
+    """The human Bradley-Terry leaderboard, per-batch new-vs-previous win rates, the newest iterations of the loop
+    (progress and plots), and the training runs."""
     ratings = leaderboard()
     batches = (
         Batch.objects.annotate(checkpoint_count=Count("checkpoints"))
@@ -356,7 +358,24 @@ def models_dashboard() -> dict[str, Any]:
         .order_by("-created_at", "-id")[:20]
     )
     runs = TrainingRun.objects.select_related("output_checkpoint").order_by("-created_at", "-id")[:20]
+    iterations = Iteration.objects.select_related(
+        "base_policy", "new_policy", *(f"{field}__output_checkpoint" for field in RUN_PLOTS)
+    ).order_by("-created_at", "-id")[:10]
     return {
+        "iterations": [
+            {
+                "id": iteration.pk,
+                "status": iteration.status,
+                "step": iteration.step,
+                "progress": iteration_progress(iteration=iteration),
+                "methods": iteration.methods,
+                "base_policy": iteration.base_policy.name,
+                "new_policy": iteration.new_policy.name if iteration.new_policy else None,
+                "error": iteration.error,
+                "plots": sorted(iteration_plots(iteration=iteration)),
+            }
+            for iteration in iterations
+        ],
         "leaderboard": [
             {"name": r.name, "score": r.score, "low": r.low, "high": r.high, "wins": r.wins, "games": r.games}
             for r in ratings

@@ -6,7 +6,8 @@ from backend.accounts.roles import Role
 from backend.batches.models import Annotation
 from backend.batches.services.annotations import annotation_submit, assignment_lease_next
 from backend.insights.selectors import annotator_dashboard, batch_dashboard
-from tests.factories import make_batch, make_user
+from backend.loop.models import Iteration
+from tests.factories import make_batch, make_checkpoint, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +82,24 @@ def test_pages_render_for_staff_and_refuse_annotators(judged, client, role):
         else:
             assert response.status_code == 200, url
             assert b"<svg" in response.content or url in ("/dashboards/", "/dashboards/models/")
+
+
+def test_the_models_page_shows_each_iteration_with_its_progress(client):
+    base = make_checkpoint("policy-base")
+    running = Iteration.objects.create(
+        base_policy=base, methods=["ppo"], status="running", step="policy", reward_builtin_backbone="all-minilm-l6-v2"
+    )
+    failed = Iteration.objects.create(
+        base_policy=base,
+        methods=["rejection_sampling"],
+        status="failed",
+        step="reward_models",
+        error="ValueError: no pairs",
+        reward_builtin_backbone="all-minilm-l6-v2",
+    )
+    client.force_login(make_user(Role.RESEARCHER))
+    page = client.get("/dashboards/models/").content.decode()
+    assert f'id="iteration-{running.pk}"' in page and f'id="iteration-{failed.pk}"' in page
+    assert 'aria-valuenow="40"' in page  # export and reward models done: 5% + 35% of the way
+    assert "ValueError: no pairs" in page
+    assert f"/api/v1/iterations/{running.pk}/report/" in page
