@@ -94,3 +94,5 @@ urlpatterns = [
     path("dashboards/", include("backend.insights.urls")),
     path("", include("annotator.urls")),
 ]
+
+handler500 = "backend.server_errors.server_error_handler"

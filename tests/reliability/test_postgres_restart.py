@@ -90,6 +90,7 @@ def test_a_postgres_restart_under_load_loses_and_doubles_nothing(serve):
         f"({len(tally.failure_times)} 5xx, dropped or timed out); statuses {dict(sorted(tally.statuses.items()))}"
     )
     assert not tally.problems, tally.problems[:5]
+    assert 500 not in tally.statuses, "a database outage must answer 503 (retry), never 500"
     assert len(tally.acknowledged) == annotators * submissions
     assert_database_matches(batch_id, tally)
     status, health, _ = request(app.port, "GET", "/healthz")
