@@ -55,9 +55,7 @@ api_v1 = [
     path("batches/<int:batch_id>/statistics/", export_apis.BatchStatisticsApi.as_view(), name="batch-statistics"),
     path("batches/<int:batch_id>/gold/", gold_apis.GoldComparisonCreateApi.as_view(), name="batch-gold"),
     path("dashboards/", insight_apis.DashboardAnnotatorListApi.as_view(), name="dashboard-overview-api"),
-    path(
-        "dashboards/batches/<int:batch_id>/", insight_apis.DashboardBatchApi.as_view(), name="dashboard-batch-api"
-    ),
+    path("dashboards/batches/<int:batch_id>/", insight_apis.DashboardBatchApi.as_view(), name="dashboard-batch-api"),
     path(
         "dashboards/annotators/<int:annotator_id>/",
         insight_apis.DashboardAnnotatorDetailApi.as_view(),
@@ -77,9 +75,7 @@ api_v1 = [
     path("iterations/<int:iteration_id>/", loop_apis.IterationDetailApi.as_view(), name="iteration-detail"),
     path("iterations/<int:iteration_id>/retry/", loop_apis.IterationRetryApi.as_view(), name="iteration-retry"),
     path("iterations/<int:iteration_id>/report/", loop_apis.IterationReportApi.as_view(), name="iteration-report"),
-    path(
-        "iterations/<int:iteration_id>/plots/<str:name>", loop_apis.IterationPlotApi.as_view(), name="iteration-plot"
-    ),
+    path("iterations/<int:iteration_id>/plots/<str:name>", loop_apis.IterationPlotApi.as_view(), name="iteration-plot"),
     path("batch-templates/", loop_apis.BatchTemplateListCreateApi.as_view(), name="batch-template-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
