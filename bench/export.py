@@ -109,7 +109,7 @@ LEFT OUTER JOIN checkpoints_checkpoint cc ON cr.checkpoint_id = cc.id
 LEFT OUTER JOIN batches_response rr ON a.rejected_response_id = rr.id
 LEFT OUTER JOIN checkpoints_checkpoint rc ON rr.checkpoint_id = rc.id
 INNER JOIN batches_prompt p ON c.prompt_id = p.id
-WHERE a.skip_reason = '' AND c.batch_id IN ({batch_ids})
+WHERE a.skip_reason = '' AND NOT c.is_gold AND c.batch_id IN ({batch_ids})
 ORDER BY a.comparison_id ASC, a.id ASC
 """
 
@@ -395,7 +395,7 @@ def fill(config: Config) -> None:
         for index, size in enumerate(sizes, start=1):
             yield (
                 f"{index}\tbench-export-{index}\t2026-W{index:02d}\t{focus[index - 1]}\topen\t[0.7, 1.0]\t0.9\t512\t"
-                f"{size}\t1\t{HELD_OUT_PER_BATCH}\t0.1\t{NOW}\t\t\tf\t{NOW}\t{NOW}\t{NOW}\n"
+                f"{size}\t1\t{HELD_OUT_PER_BATCH}\t0.1\t{NOW}\t\t\tf\t0.05\tbalanced\t{NOW}\t{NOW}\t{NOW}\n"
             )
 
     def batch_checkpoints() -> Iterator[str]:
@@ -434,7 +434,7 @@ def fill(config: Config) -> None:
             batch = batch_of[comparison - 1]
             held = "t" if (comparison - 1 - batch_start[batch - 1]) % held_out_every[batch - 1] == 0 else "f"
             first = 2 * comparison - 1
-            yield f"{comparison}\t{held}\t1\tf\t{NOW}\t{batch}\t{comparison}\t{first}\t{first + 1}\n"
+            yield f"{comparison}\t{held}\t1\tf\tf\t{NOW}\t{batch}\t{comparison}\t{first}\t{first + 1}\n"
 
     def assignments() -> Iterator[str]:
         for comparison, judged in enumerate(judgements(config.seed, total, config.annotators), start=1):
@@ -471,7 +471,7 @@ def fill(config: Config) -> None:
             "batches_batch",
             "id, name, iso_week, focus, status, temperatures, top_p, max_new_tokens, target_comparisons, overlap, "
             "held_out_size, held_out_fraction, opens_at, guidelines, sampling_error, annotators_write_prompts, "
-            "sampled_at, created_at, opened_at",
+            "gold_rate, selection, sampled_at, created_at, opened_at",
             batches(),
             len(sizes),
         ),
@@ -493,7 +493,7 @@ def fill(config: Config) -> None:
         ),
         (
             "batches_comparison",
-            "id, is_held_out, annotation_count, responses_identical, created_at, batch_id, prompt_id, "
+            "id, is_held_out, annotation_count, responses_identical, is_gold, created_at, batch_id, prompt_id, "
             "first_response_id, second_response_id",
             comparisons(),
             total,

@@ -2,9 +2,11 @@
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from exports.schema import columns_for
+from exports.schema import arrow_schema, columns_for
 from exports.writers import SplitWriter
 
 
@@ -56,3 +58,13 @@ def test_jsonl_lines_are_json_dumps_of_the_rows(tmp_path, overrides):
             writer.write(each)
     expected = "".join(json.dumps(each, ensure_ascii=False, separators=(",", ":")) + "\n" for each in rows)
     assert (tmp_path / "train.jsonl").read_bytes() == expected.encode("utf-8")
+
+
+def test_parquet_row_groups_are_the_table_of_the_rows(tmp_path):
+    context = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    rows = [row(), row(prompt=[*context, {"role": "user", "content": TEXT}], annotators=[], comparison_id=None), row()]
+    with SplitWriter(tmp_path, ["parquet"], "small") as writer:
+        for each in rows:
+            writer.write(each)
+    table = pq.read_table(tmp_path / "train.parquet")
+    assert table.equals(pa.Table.from_pylist(rows, schema=arrow_schema("small")))
