@@ -62,7 +62,11 @@ def test_jsonl_lines_are_json_dumps_of_the_rows(tmp_path, overrides):
 
 def test_parquet_row_groups_are_the_table_of_the_rows(tmp_path):
     context = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
-    rows = [row(), row(prompt=[*context, {"role": "user", "content": TEXT}], annotators=[], comparison_id=None), row()]
+    rows = [
+        row(),
+        row(prompt=[*context, {"role": "user", "content": TEXT}], annotators=[], comparison_id=None),
+        row(prompt=[{"role": "user"}], chosen_seed=2**40),
+    ]
     with SplitWriter(tmp_path, ["parquet"], "small") as writer:
         for each in rows:
             writer.write(each)
