@@ -15,6 +15,8 @@ from bench.api_roundtrip import SUBMIT_BODY, HttpConnection
 REQUEST_TIMEOUT_SECONDS = 30.0
 """A request with no answer by then counts as failed and is sent again (same body, same key)."""
 RETRY_PAUSE_SECONDS = 0.2
+RETRY_LATER = 503
+"""The API's "ask again in a moment" (with Retry-After)."""
 MAX_ATTEMPTS = 600
 """Per request: a server that never comes back ends the run (about two minutes of failures) instead of hanging it."""
 
@@ -53,7 +55,11 @@ class Plan:
 
 
 async def _post(connection: HttpConnection, path: str, headers: bytes, body: bytes, plan: Plan, tally: Tally):
-    """POST until the server answers below 500; connection errors, timeouts and 5xx are retried (same body)."""
+    """POST until the server answers below 500; connection errors, timeouts and 5xx are retried (same body).
+
+    A 503 is the server asking for a retry (a lease that lost every race under contention, the database away
+    for a moment), as the annotator page does: it is counted, never a problem. Any other 5xx is one.
+    """
     for _ in range(MAX_ATTEMPTS):
         try:
             status, answer = await asyncio.wait_for(connection.post(path, headers, body), REQUEST_TIMEOUT_SECONDS)
@@ -65,7 +71,7 @@ async def _post(connection: HttpConnection, path: str, headers: bytes, body: byt
             tally.success_times.append(time.monotonic())
             return status, answer
         tally.failure_times.append(time.monotonic())
-        if not plan.tolerate_failures:
+        if status != RETRY_LATER and not plan.tolerate_failures:
             tally.problems.append(f"{path} {status} {answer[:300]!r}")
         tally.retries += 1
         await asyncio.sleep(RETRY_PAUSE_SECONDS)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bench.api_roundtrip import seed_annotators, seed_batch
-from tests.reliability.annotators import Plan, run_annotators
+from tests.reliability.annotators import RETRY_LATER, Plan, run_annotators
 from tests.reliability.checks import assert_database_matches
 from tests.reliability.harness import report, size
 
@@ -36,6 +36,7 @@ def test_many_annotators_lose_and_double_nothing(serve):
         f"statuses {dict(sorted(tally.statuses.items()))}"
     )
     assert not tally.problems, tally.problems[:5]
-    assert not [status for status in tally.statuses if status >= 500 or status == 0]
+    # 503 asks the client to retry (a lease that lost every race); no other 5xx and no dropped connection.
+    assert not [status for status in tally.statuses if (status >= 500 and status != RETRY_LATER) or status == 0]
     assert len(tally.acknowledged) == annotators * submissions
     assert_database_matches(batch_id, tally)
