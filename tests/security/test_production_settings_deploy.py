@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_PROCESS_ONLY = {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
 SETTINGS = [
     "SESSION_COOKIE_SECURE",
     "CSRF_COOKIE_SECURE",
@@ -23,8 +24,9 @@ SETTINGS = [
 
 
 def production(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    # The test process's own DEBUG=1 (embedded settings) must not leak into the production subprocess.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURE_") and k != "DEBUG"}
+    # The test process's own switches (DEBUG=1 of the embedded settings, the async-unsafe escape hatch the
+    # browser tests set for the whole session) must not leak into the production subprocess.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURE_") and k not in TEST_PROCESS_ONLY}
     env.update(DJANGO_SETTINGS_MODULE="backend.settings.production", SECRET_KEY=secrets.token_urlsafe(50), **extra_env)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
