@@ -176,6 +176,9 @@ class SplitWriter:
             for index, field in enumerate(self.schema)
             if pa.types.is_list(field.type)
         ]
+        # Parquet columns given dictionaries and min/max statistics: all but the messages' free text, where every
+        # value is new (the writer would build a dictionary per page only to drop it) and min/max says nothing.
+        self._indexed = [path for path in leaf_paths(self.schema) if not path.endswith(".content")]
         self._background: _Background | None = None
 
     def __enter__(self) -> "SplitWriter":
@@ -227,7 +230,11 @@ class SplitWriter:
             return
         if split not in self._parquet:
             self._parquet[split] = pq.ParquetWriter(
-                self.directory / f"{split}.parquet", self.schema, compression="zstd", write_statistics=True
+                self.directory / f"{split}.parquet",
+                self.schema,
+                compression="zstd",
+                use_dictionary=self._indexed,
+                write_statistics=self._indexed,
             )
         # The table Table.from_pylist(rows, schema=self.schema) gives, in about two thirds of its time: one
         # sequence per column, which pa.array converts in C++ (messages included).
@@ -272,6 +279,19 @@ class SplitWriter:
                     }
                 )
         return described
+
+
+def leaf_paths(schema: pa.Schema) -> list[str]:
+    """The dotted paths of a schema's Parquet leaf columns, as `use_dictionary` and `write_statistics` name them."""
+
+    def paths(name: str, kind: pa.DataType) -> list[str]:
+        if pa.types.is_list(kind):
+            return paths(f"{name}.list.element", kind.value_type)
+        if pa.types.is_struct(kind):
+            return [path for child in kind for path in paths(f"{name}.{child.name}", child.type)]
+        return [name]
+
+    return [path for field in schema for path in paths(field.name, field.type)]
 
 
 def file_sha256(path: Path) -> str:

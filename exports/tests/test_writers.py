@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exports.schema import arrow_schema, columns_for
-from exports.writers import SplitWriter
+from exports.writers import SplitWriter, leaf_paths
 
 
 def row(**overrides):
@@ -72,3 +72,28 @@ def test_parquet_row_groups_are_the_table_of_the_rows(tmp_path):
             writer.write(each)
     table = pq.read_table(tmp_path / "train.parquet")
     assert table.equals(pa.Table.from_pylist(rows, schema=arrow_schema("small")))
+
+
+def test_parquet_indexes_every_column_but_the_messages_free_text(tmp_path):
+    """Roles, names and numbers get dictionaries and min/max statistics (readers filter on them); message
+    contents, each one new, get neither."""
+    with SplitWriter(tmp_path, ["parquet"], "small") as writer:
+        for comparison_id in range(3):
+            writer.write(row(comparison_id=comparison_id))
+    metadata = pq.ParquetFile(tmp_path / "train.parquet").metadata
+    group = metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert set(columns) == set(leaf_paths(arrow_schema("small")))
+    content = {path for path in columns if path.endswith(".content")}
+    assert content == {"prompt.list.element.content", "chosen.list.element.content", "rejected.list.element.content"}
+    def has_dictionary(path):
+        return bool({"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & set(columns[path].encodings))
+
+    for path in content:
+        assert not has_dictionary(path) and not columns[path].is_stats_set, path
+    for path in ("prompt.list.element.role", "strength", "chosen_checkpoint", "batch", "annotators.list.element"):
+        assert has_dictionary(path), path
+    for path in set(columns) - content:
+        assert columns[path].is_stats_set, path
+    assert columns["comparison_id"].statistics.min == 0
+    assert columns["comparison_id"].statistics.max == 2
