@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -24,6 +24,7 @@ from backend.audit.services import audit_record
 from backend.batches.models import Batch, Focus, Prompt, PromptSource
 from backend.batches.services.prompts import prompt_create
 from backend.errors import InvalidInput
+from backend.idempotency import create_once
 from exports.models import ExportRun, ExternalPreference
 from exports.rows import ConsensusStats, RowFilters, annotation_count, external_rows, platform_rows
 from exports.schema import MARGINS, SCHEMA_VERSION
@@ -130,19 +131,15 @@ def export_create(
 
     `options` are those of `export_options_check`.
     """
-    if client_key and created_by is not None:
-        existing = ExportRun.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
-    checked = export_options_check(**options)
-    try:
-        with transaction.atomic():
-            run = ExportRun.objects.create(created_by=created_by, client_key=client_key, seed=seed, **checked)
-            audit_record(actor=created_by, action="export.create", target=run)
-            transaction.on_commit(partial(enqueue, run.pk))
-    except IntegrityError:
-        return ExportRun.objects.get(created_by=created_by, client_key=client_key), False
-    return run, True
+
+    def create() -> ExportRun:
+        checked = export_options_check(**options)
+        run = ExportRun.objects.create(created_by=created_by, client_key=client_key, seed=seed, **checked)
+        audit_record(actor=created_by, action="export.create", target=run)
+        transaction.on_commit(partial(enqueue, run.pk))
+        return run
+
+    return create_once(ExportRun.objects, owner=created_by, client_key=client_key, create=create)
 
 
 def _row_filters(filters: dict[str, Any], focus: str | None = None) -> RowFilters:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.cli import add_policy_arguments
 from training.ppo import PPOConfig, train_ppo
 
 
@@ -19,10 +20,7 @@ def parser() -> argparse.ArgumentParser:
         description="PPO on a Hugging Face policy (Llama 2, 3.2.3): reward whiten(logit(R_c)) - beta * KL.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--policy", type=Path, required=True, help="Policy directory (also the frozen reference).")
-    p.add_argument("--reward-helpfulness", type=Path, required=True, help="Helpfulness reward-model directory.")
-    p.add_argument("--reward-safety", type=Path, help="Safety reward-model directory (default: helpfulness only).")
-    p.add_argument("--prompts", type=Path, required=True, help="JSONL: prompt (messages), is_safety, split.")
+    add_policy_arguments(p, policy_help="Policy directory (also the frozen reference).")
     p.add_argument("--output", type=Path, required=True, help="Where to write the new policy directory.")
     p.add_argument("--learning-rate", type=float, default=1e-6, help="Constant policy learning rate.")
     p.add_argument("--value-learning-rate", type=float, help="Value model learning rate (default: the policy's).")

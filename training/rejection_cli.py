@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.cli import add_policy_arguments
 from training.rejection_sampling import RejectionSamplingConfig, train_rejection_sampling
 
 
@@ -19,10 +20,7 @@ def parser() -> argparse.ArgumentParser:
         description="Rejection sampling (Llama 2, 3.2.3): K samples per prompt, keep the best by R_c, fine-tune on it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--policy", type=Path, required=True, help="Policy directory to sample from and fine-tune.")
-    p.add_argument("--reward-helpfulness", type=Path, required=True, help="Helpfulness reward-model directory.")
-    p.add_argument("--reward-safety", type=Path, help="Safety reward-model directory (default: helpfulness only).")
-    p.add_argument("--prompts", type=Path, required=True, help="JSONL: prompt (messages), is_safety, split.")
+    add_policy_arguments(p, policy_help="Policy directory to sample from and fine-tune.")
     p.add_argument("--output", type=Path, required=True, help="Where to write the fine-tuned policy directory.")
     p.add_argument("--samples-per-prompt", type=int, default=4, help="K, samples drawn per prompt.")
     p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature.")

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.cli import add_policy_arguments
 from training.policy import resolve_device
 from training.rollout import load_prompts
 from training.scoring import PiecewiseScorer
@@ -22,10 +23,7 @@ def parser() -> argparse.ArgumentParser:
         description="Scan sampling temperatures for rejection sampling: the best R_c among N samples against N.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--policy", type=Path, required=True, help="Policy directory to sample from.")
-    p.add_argument("--reward-helpfulness", type=Path, required=True, help="Helpfulness reward-model directory.")
-    p.add_argument("--reward-safety", type=Path, help="Safety reward-model directory (default: helpfulness only).")
-    p.add_argument("--prompts", type=Path, required=True, help="JSONL: prompt (messages), is_safety, split.")
+    add_policy_arguments(p, policy_help="Policy directory to sample from.")
     p.add_argument("--split", default="test", help="Which split of the prompts file to use (empty: all).")
     p.add_argument("--max-prompts", type=int, default=64, help="Use the first this many prompts.")
     p.add_argument("--temperatures", default="0.6,0.8,1.0,1.2,1.4", help="Comma-separated temperatures.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
@@ -27,6 +27,7 @@ from backend.checkpoints.training_runs import (
     training_run_output_dir,
 )
 from backend.errors import Conflict, InvalidInput
+from backend.idempotency import create_once
 
 POLICY_KIND_UNKNOWN = "kind must be rejection_sampling or ppo."
 POLICY_UNKNOWN = "No policy checkpoint with this id."
@@ -137,36 +138,32 @@ def policy_run_create(
     client_key: str = "",
 ) -> tuple[TrainingRun, bool]:
     """Validate and queue a policy run; returns (run, created). A retried create with the same key returns it."""
-    if client_key and created_by is not None:
-        existing = TrainingRun.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
-    checked = policy_run_check(
-        kind=kind,
-        export_id=export_id,
-        base_checkpoint_id=base_checkpoint_id,
-        reward_helpfulness_id=reward_helpfulness_id,
-        reward_safety_id=reward_safety_id,
-        prompts_path=prompts_path,
-        config=config,
-    )
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                kind=kind,
-                export_id=export_id,
-                base_checkpoint_id=base_checkpoint_id,
-                reward_helpfulness_id=reward_helpfulness_id,
-                reward_safety_id=reward_safety_id,
-                prompts_path=prompts_path,
-                config=checked,
-                created_by=created_by,
-                client_key=client_key,
-            )
-            transaction.on_commit(partial(enqueue, run.pk))
-    except IntegrityError:
-        return TrainingRun.objects.get(created_by=created_by, client_key=client_key), False
-    return run, True
+
+    def create() -> TrainingRun:
+        checked = policy_run_check(
+            kind=kind,
+            export_id=export_id,
+            base_checkpoint_id=base_checkpoint_id,
+            reward_helpfulness_id=reward_helpfulness_id,
+            reward_safety_id=reward_safety_id,
+            prompts_path=prompts_path,
+            config=config,
+        )
+        run = TrainingRun.objects.create(
+            kind=kind,
+            export_id=export_id,
+            base_checkpoint_id=base_checkpoint_id,
+            reward_helpfulness_id=reward_helpfulness_id,
+            reward_safety_id=reward_safety_id,
+            prompts_path=prompts_path,
+            config=checked,
+            created_by=created_by,
+            client_key=client_key,
+        )
+        transaction.on_commit(partial(enqueue, run.pk))
+        return run
+
+    return create_once(TrainingRun.objects, owner=created_by, client_key=client_key, create=create)
 
 
 def _lineage_notes(run: TrainingRun) -> str:

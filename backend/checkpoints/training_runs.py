@@ -13,13 +13,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backend.audit.services import audit_record
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput
+from backend.idempotency import create_once
 
 EXPORT_NOT_READY = "The export is not finished (status {status}); train on a finished export."
 EXPORT_UNKNOWN = "No export with this id."
@@ -108,33 +109,29 @@ def training_run_create(
     client_key: str = "",
 ) -> tuple[TrainingRun, bool]:
     """Validate and queue a reward-model run on a finished export; returns (run, created)."""
-    if client_key and created_by is not None:
-        existing = TrainingRun.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
-    checked = training_run_check(
-        kind=kind,
-        export_id=export_id,
-        base_checkpoint_id=base_checkpoint_id,
-        builtin_backbone=builtin_backbone,
-        config=config,
-    )
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                kind=kind,
-                export_id=export_id,
-                base_checkpoint_id=base_checkpoint_id,
-                builtin_backbone=builtin_backbone,
-                config=checked,
-                created_by=created_by,
-                client_key=client_key,
-            )
-            audit_record(actor=created_by, action="training_run.create", target=run)
-            transaction.on_commit(partial(enqueue, run.pk))
-    except IntegrityError:
-        return TrainingRun.objects.get(created_by=created_by, client_key=client_key), False
-    return run, True
+
+    def create() -> TrainingRun:
+        checked = training_run_check(
+            kind=kind,
+            export_id=export_id,
+            base_checkpoint_id=base_checkpoint_id,
+            builtin_backbone=builtin_backbone,
+            config=config,
+        )
+        run = TrainingRun.objects.create(
+            kind=kind,
+            export_id=export_id,
+            base_checkpoint_id=base_checkpoint_id,
+            builtin_backbone=builtin_backbone,
+            config=checked,
+            created_by=created_by,
+            client_key=client_key,
+        )
+        audit_record(actor=created_by, action="training_run.create", target=run)
+        transaction.on_commit(partial(enqueue, run.pk))
+        return run
+
+    return create_once(TrainingRun.objects, owner=created_by, client_key=client_key, create=create)
 
 
 def _backbone_path(run: TrainingRun) -> Path:

@@ -3,10 +3,11 @@
 from collections.abc import Sequence
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from backend.batches.models import Annotation, Dialogue, Prompt, PromptSource, Turn
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.idempotency import create_once
 
 PROMPT_TEXT_REQUIRED = "The prompt text is empty."
 PROMPT_TOO_LONG = "The prompt is longer than {limit} characters."
@@ -58,26 +59,22 @@ def prompt_create(
     checked_tags = _check_tags(tags)
     if len(client_key) > 64:
         raise InvalidInput(CLIENT_KEY_INVALID, field="client_key")
-    if client_key and author is not None:
-        existing = Prompt.objects.filter(author=author, client_key=client_key).first()
-        if existing:
-            return existing, False
-    try:
-        with transaction.atomic():
-            prompt = Prompt.objects.create(
-                text=text,
-                author=author,
-                source=source,
-                is_safety=is_safety,
-                is_adversarial=is_adversarial,
-                tags=checked_tags,
-                dialogue=dialogue,
-                client_key=client_key,
-            )
-    except IntegrityError:
-        # A concurrent retry with the same key won the race: hand back its prompt.
-        return Prompt.objects.get(author=author, client_key=client_key), False
-    return prompt, True
+    return create_once(
+        Prompt.objects,
+        owner=author,
+        owner_field="author",
+        client_key=client_key,
+        create=lambda: Prompt.objects.create(
+            text=text,
+            author=author,
+            source=source,
+            is_safety=is_safety,
+            is_adversarial=is_adversarial,
+            tags=checked_tags,
+            dialogue=dialogue,
+            client_key=client_key,
+        ),
+    )
 
 
 def dialogue_continue(

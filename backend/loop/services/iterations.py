@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backend.audit.services import audit_record
@@ -28,6 +28,7 @@ from backend.checkpoints.policy_runs import (
 )
 from backend.checkpoints.training_runs import CONFIG_FIELDS, training_run_create, training_run_execute
 from backend.errors import Conflict, InvalidInput
+from backend.idempotency import create_once
 from backend.loop.models import Iteration, Method
 from backend.loop.services.evaluation import policies_compare
 from backend.loop.services.prompts_file import prompts_file_write
@@ -115,42 +116,38 @@ def iteration_create(
     client_key: str = "",
 ) -> tuple[Iteration, bool]:
     """Validate and queue an iteration; returns (iteration, created). A retry with the same key returns it."""
-    if client_key and created_by is not None:
-        existing = Iteration.objects.filter(created_by=created_by, client_key=client_key).first()
-        if existing:
-            return existing, False
-    checked = iteration_check(
-        base_policy_id=base_policy_id,
-        methods=methods,
-        batch_ids=batch_ids,
-        export_id=export_id,
-        reward_backbone_id=reward_backbone_id,
-        reward_builtin_backbone=reward_builtin_backbone,
-        config=config,
-    )
-    try:
-        with transaction.atomic():
-            iteration = Iteration.objects.create(
-                base_policy_id=base_policy_id,
-                methods=checked["methods"],
-                given_export_id=export_id,
-                reward_backbone_id=reward_backbone_id,
-                reward_builtin_backbone=reward_builtin_backbone,
-                config=checked["config"],
-                created_by=created_by,
-                client_key=client_key,
-            )
-            iteration.batches.set(checked["batch_ids"])
-            audit_record(
-                actor=created_by,
-                action="iteration.start",
-                target=iteration,
-                details={"methods": checked["methods"], "batches": checked["batch_ids"], "export": export_id},
-            )
-            transaction.on_commit(partial(enqueue, iteration.pk))
-    except IntegrityError:
-        return Iteration.objects.get(created_by=created_by, client_key=client_key), False
-    return iteration, True
+
+    def create() -> Iteration:
+        checked = iteration_check(
+            base_policy_id=base_policy_id,
+            methods=methods,
+            batch_ids=batch_ids,
+            export_id=export_id,
+            reward_backbone_id=reward_backbone_id,
+            reward_builtin_backbone=reward_builtin_backbone,
+            config=config,
+        )
+        iteration = Iteration.objects.create(
+            base_policy_id=base_policy_id,
+            methods=checked["methods"],
+            given_export_id=export_id,
+            reward_backbone_id=reward_backbone_id,
+            reward_builtin_backbone=reward_builtin_backbone,
+            config=checked["config"],
+            created_by=created_by,
+            client_key=client_key,
+        )
+        iteration.batches.set(checked["batch_ids"])
+        audit_record(
+            actor=created_by,
+            action="iteration.start",
+            target=iteration,
+            details={"methods": checked["methods"], "batches": checked["batch_ids"], "export": export_id},
+        )
+        transaction.on_commit(partial(enqueue, iteration.pk))
+        return iteration
+
+    return create_once(Iteration.objects, owner=created_by, client_key=client_key, create=create)
 
 
 def iteration_retry(*, iteration: Iteration, enqueue: Callable[[int], None], actor: User | None) -> Iteration:
