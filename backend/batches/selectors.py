@@ -8,6 +8,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from backend.accounts.roles import Role, user_has_role
+from backend.batches import hot_path_sql
 from backend.batches.models import (
     Annotation,
     Assignment,
@@ -93,30 +94,15 @@ class AssignmentDisplay:
     expires_at: datetime
 
 
-_DISPLAY_COLUMNS = (
-    "swap",
-    "status",
-    "leased_at",
-    "expires_at",
-    "comparison__batch_id",
-    "comparison__batch__focus",
-    "comparison__prompt__text",
-    "comparison__prompt__dialogue_id",
-    "comparison__first_response__text",
-    "comparison__second_response__text",
-)
-
-
 def assignment_for_display(*, assignment_id: int, annotator: User | None = None) -> AssignmentDisplay:
     """Everything the comparison page shows of an assignment (with `annotator`: only of theirs), in one query.
 
     A second query reads the dialogue, only for a multi-turn prompt. Only the columns shown are read (the
     responses' provenance stays in the database), and no model is built: this runs on every lease.
     """
-    assignments = Assignment.objects.filter(pk=assignment_id)
-    if annotator is not None:
-        assignments = assignments.filter(annotator=annotator)
-    row = assignments.values_list(*_DISPLAY_COLUMNS).first()
+    row = hot_path_sql.display_row(
+        assignment_id=assignment_id, annotator_id=None if annotator is None else annotator.pk
+    )
     if row is None:
         raise NotFound(ASSIGNMENT_NOT_FOUND)
     swap, status, leased_at, expires_at, batch_id, focus, prompt, dialogue_id, first, second = row

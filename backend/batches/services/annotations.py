@@ -10,13 +10,14 @@ both, which PostgreSQL takes in the order named): the same order everywhere, so 
 import secrets
 import string
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from backend.batches import hot_path_sql
 from backend.batches.models import (
     Annotation,
     Assignment,
@@ -65,13 +66,6 @@ LEASE_BUSY = "Too many annotators are asking at once; ask again in a moment."
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_:.")
 
 
-def _live_assignments(comparison_id: int, now: datetime) -> "QuerySet[Assignment]":
-    """Assignments that hold a place in the comparison's overlap: submitted, or leased and unexpired."""
-    return Assignment.objects.filter(comparison_id=comparison_id).filter(
-        Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.LEASED, expires_at__gt=now)
-    )
-
-
 def _check_batch_accepting(batch: Batch, now: datetime) -> None:
     if batch.status != Batch.Status.OPEN:
         raise Conflict(BATCH_NOT_OPEN)
@@ -79,34 +73,9 @@ def _check_batch_accepting(batch: Batch, now: datetime) -> None:
         raise Conflict(BATCH_NOT_IN_WINDOW)
 
 
-def _free_comparisons(batch: Batch, annotator: User, now: datetime) -> "QuerySet[Comparison]":
-    """Comparisons this annotator has never had, whose overlap is not (yet) full, fewest annotations first."""
-    live = Assignment.objects.filter(comparison=OuterRef("pk")).filter(
-        Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.LEASED, expires_at__gt=now)
-    )
-    # The live-count filter here is a pre-filter on a snapshot; the count is taken again under the lock.
-    full = Exists(live.values("comparison").annotate().order_by()[batch.overlap - 1 : batch.overlap])
-    mine = Exists(Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator))
-    return (
-        Comparison.objects.filter(batch=batch, is_gold=False, annotation_count__lt=batch.overlap)
-        .filter(~mine)
-        .filter(~full)
-        .order_by("annotation_count", "id")
-    )
-
-
 def assignment_current(*, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
     """The annotator's unexpired, unsubmitted lease in this batch, if any."""
-    return (
-        Assignment.objects.filter(
-            annotator=annotator,
-            comparison__batch=batch,
-            status=Assignment.Status.LEASED,
-            expires_at__gt=now,
-        )
-        .order_by("leased_at")
-        .first()
-    )
+    return hot_path_sql.current_lease(annotator_id=annotator.pk, batch_id=batch.pk, now=now)
 
 
 def annotator_done_count(*, batch: Batch, annotator: User) -> int:
@@ -136,13 +105,19 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
         return gold
     for _ in range(LEASE_ATTEMPTS):
         with transaction.atomic():
-            candidates = _free_comparisons(batch, annotator, now)
-            comparison = candidates.select_for_update(skip_locked=True, of=("self",)).first()
-            if comparison is None:
-                if not candidates.exists():
+            free = partial(
+                hot_path_sql.free_comparison,
+                batch_id=batch.pk,
+                overlap=batch.overlap,
+                annotator_id=annotator.pk,
+                now=now,
+            )
+            comparison_id = free(lock=True)
+            if comparison_id is None:
+                if free(lock=False) is None:
                     return None
                 continue  # every free comparison was locked by a concurrent lease: look again
-            assignment = _lease_locked(comparison, batch, annotator, now)
+            assignment = _lease_locked(comparison_id, batch.overlap, annotator, now)
             if assignment is not None:
                 return assignment
             # else it filled between the snapshot and the lock: look again
@@ -150,13 +125,13 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
     raise Busy(LEASE_BUSY)
 
 
-def _lease_locked(comparison: Comparison, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
+def _lease_locked(comparison_id: int, overlap: int, annotator: User, now: datetime) -> Assignment | None:
     """Lease a comparison whose row lock the caller holds, if its overlap still has room."""
-    if _live_assignments(comparison.pk, now).count() >= batch.overlap:
+    if hot_path_sql.live_count(comparison_id=comparison_id, now=now) >= overlap:
         return None
-    return Assignment.objects.create(
-        comparison=comparison,
-        annotator=annotator,
+    return hot_path_sql.insert_lease(
+        comparison_id=comparison_id,
+        annotator_id=annotator.pk,
         swap=bool(secrets.randbits(1)),
         leased_at=now,
         expires_at=now + timedelta(seconds=settings.ASSIGNMENT_LEASE_SECONDS),
@@ -176,7 +151,7 @@ def assignment_lease_comparison(
         existing = Assignment.objects.filter(comparison=locked, annotator=annotator).first()
         if existing is not None:
             return existing
-        return _lease_locked(locked, locked.batch, annotator, now)
+        return _lease_locked(locked.pk, locked.batch.overlap, annotator, now)
 
 
 def _check_idempotency_key(key: str) -> str:
@@ -237,58 +212,72 @@ def _record(
     """
     try:
         with transaction.atomic():
-            assignment = (
-                Assignment.objects.select_for_update(of=("self", "comparison"))
-                .select_related("comparison__batch")
-                .filter(pk=assignment_id, annotator=annotator)
-                .first()
-            )
-            if assignment is None:
+            locked = hot_path_sql.lock_for_record(assignment_id=assignment_id, annotator_id=annotator.pk)
+            if locked is None:
                 raise NotFound(ASSIGNMENT_NOT_FOUND)
-            if safety_label is not None:  # judgements only: checked against the batch loaded with the lock
-                fields["safety_label"] = _check_safety_label(assignment.comparison.batch.focus, safety_label)
-            comparison = assignment.comparison
-            if assignment.status != Assignment.Status.LEASED:
+            if safety_label is not None:  # judgements only: checked against the batch read with the lock
+                fields["safety_label"] = _check_safety_label(locked["focus"], safety_label)
+            if locked["status"] != Assignment.Status.LEASED:
                 # A concurrent retry with the same key may have stored it while we waited for the lock.
                 existing = _existing_for_key(annotator, idempotency_key, assignment_id)
                 if existing is not None:
                     return existing, False
                 raise Conflict(ASSIGNMENT_DONE)
+            comparison_id = locked["comparison_id"]
             is_skip = bool(fields.get("skip_reason"))
             # Gold items have no overlap to protect: a late answer on one is still taken.
-            if assignment.expires_at <= now and not is_skip and not comparison.is_gold:
-                others = _live_assignments(comparison.pk, now).exclude(pk=assignment.pk).count()
-                if others >= assignment.comparison.batch.overlap:
+            if locked["expires_at"] <= now and not is_skip and not locked["is_gold"]:
+                others = hot_path_sql.live_count(comparison_id=comparison_id, now=now, excluding=assignment_id)
+                if others >= locked["overlap"]:
                     raise Conflict(LEASE_EXPIRED)
             if fields.get("time_spent_ms") is None:
-                fields["time_spent_ms"] = int((now - assignment.leased_at).total_seconds() * 1000)
+                fields["time_spent_ms"] = int((now - locked["leased_at"]).total_seconds() * 1000)
+            chosen = rejected = None
             if not is_skip:
-                shown_a, shown_b = (
-                    (comparison.second_response_id, comparison.first_response_id)
-                    if assignment.swap
-                    else (comparison.first_response_id, comparison.second_response_id)
-                )
+                first, second = locked["first_response_id"], locked["second_response_id"]
+                shown_a, shown_b = (second, first) if locked["swap"] else (first, second)
                 chosen, rejected = (shown_a, shown_b) if fields["choice"] == Side.A else (shown_b, shown_a)
-                fields.update(chosen_response_id=chosen, rejected_response_id=rejected)
-            annotation = Annotation.objects.create(
-                assignment=assignment,
-                annotator=annotator,
-                comparison=comparison,
-                idempotency_key=idempotency_key,
+            row = {
+                "choice": "",
+                "strength": "",
+                "safety_label": "",
+                "skip_reason": "",
+                "comment": "",
                 **fields,
+                "assignment_id": assignment_id,
+                "annotator_id": annotator.pk,
+                "comparison_id": comparison_id,
+                "chosen_response_id": chosen,
+                "rejected_response_id": rejected,
+                "idempotency_key": idempotency_key,
+            }
+            annotation_id = hot_path_sql.insert_annotation(row, created_at=now)
+            status = Assignment.Status.SKIPPED if is_skip else Assignment.Status.SUBMITTED
+            hot_path_sql.close_assignment(
+                assignment_id=assignment_id, status=status, counts=not is_skip, comparison_id=comparison_id
             )
-            assignment.status = Assignment.Status.SKIPPED if is_skip else Assignment.Status.SUBMITTED
-            assignment.save(update_fields=["status"])
-            if not is_skip:
-                Comparison.objects.filter(pk=comparison.pk).update(annotation_count=F("annotation_count") + 1)
-            annotation.assignment = assignment
-            return annotation, True
     except IntegrityError:
         # The same key raced in on another connection and committed first.
         existing = _existing_for_key(annotator, idempotency_key, assignment_id)
         if existing is None:
             raise
         return existing, False
+    comparison = hot_path_sql.loaded(Comparison, id=comparison_id, batch_id=locked["batch_id"])
+    assignment = hot_path_sql.loaded(
+        Assignment,
+        id=assignment_id,
+        comparison_id=comparison_id,
+        annotator_id=annotator.pk,
+        swap=locked["swap"],
+        status=status,
+        leased_at=locked["leased_at"],
+        expires_at=locked["expires_at"],
+    )
+    assignment.comparison = comparison
+    annotation = hot_path_sql.loaded(Annotation, id=annotation_id, created_at=now, **row)
+    annotation.assignment = assignment
+    annotation.comparison = comparison
+    return annotation, True
 
 
 def annotation_submit(
