@@ -1,11 +1,13 @@
-"""Project-wide API plumbing: the exception handler that maps service errors to clear 4xx replies."""
+"""Project-wide API plumbing: the exception handler that maps service errors to clear 4xx replies, and
+serializers built once for the endpoints every annotator calls on every comparison."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -32,3 +34,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
         return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
+
+
+def shared_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict[str, Any]]:
+    """What `serializer_class(instance).data` gives, from one serializer made once.
+
+    Each serializer instance deep-copies its declared fields; on the annotator's next/submit loop that was a
+    tenth of a request (bench/api_roundtrip.py --profile). For serializers whose fields keep no state between
+    calls and read no context (plain fields, nested plain serializers), one instance serves every request.
+    """
+    return serializer_class().to_representation
+
+
+def shared_validation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict[str, Any]]:
+    """The validated data of `serializer_class(data=data)`, from one serializer made once; a ValidationError
+    (a 400 naming each field) when the data is invalid, as `is_valid(raise_exception=True)` raises it."""
+    serializer = serializer_class()
+
+    def validate(data: Any) -> dict[str, Any]:
+        try:
+            return dict(serializer.run_validation(data))
+        except serializers.ValidationError as error:
+            # A body that is no object at all (JSON null) fails as a list: put it under non_field_errors, as is_valid.
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
+
+    return validate

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsAnnotator, IsBatchAdmin
 from backend.accounts.roles import authenticated_user
-from backend.batches.apis import AssignmentDisplaySerializer
+from backend.batches.apis import represent_display
 from backend.batches.models import Batch, LivePair
 from backend.batches.selectors import assignment_for_display, batch_get
 from sampler.selectors import live_pair_get
@@ -55,7 +55,7 @@ class LivePairSerializer(serializers.Serializer):
     def get_assignment(self, live_pair: LivePair) -> dict[str, Any] | None:
         if live_pair.assignment_id is None:
             return None
-        return dict(AssignmentDisplaySerializer(assignment_for_display(assignment_id=live_pair.assignment_id)).data)
+        return represent_display(assignment_for_display(assignment_id=live_pair.assignment_id))
 
 
 class LivePairCreateApi(APIView):

@@ -25,6 +25,7 @@ from backend.accounts.permissions import (
     IsStaffRole,
 )
 from backend.accounts.roles import Role, authenticated_user, user_has_role
+from backend.api import shared_representation, shared_validation
 from backend.batches.models import (
     Batch,
     Comparison,
@@ -340,6 +341,9 @@ class AssignmentDisplaySerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
+represent_display = shared_representation(AssignmentDisplaySerializer)
+
+
 class AssignmentNextApi(APIView):
     """Lease the next comparison of a batch: 200 with it, or 204 when there is nothing left for you."""
 
@@ -354,7 +358,7 @@ class AssignmentNextApi(APIView):
         assignment = assignment_lease_next(batch=batch, annotator=authenticated_user(request))
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AssignmentDisplaySerializer(assignment_for_display(assignment_id=assignment.pk)).data)
+        return Response(represent_display(assignment_for_display(assignment_id=assignment.pk)))
 
 
 class AssignmentDetailApi(APIView):
@@ -363,7 +367,7 @@ class AssignmentDetailApi(APIView):
     @extend_schema(responses=AssignmentDisplaySerializer)
     def get(self, request: Request, assignment_id: int) -> Response:
         display = assignment_for_display(assignment_id=assignment_id, annotator=authenticated_user(request))
-        return Response(AssignmentDisplaySerializer(display).data)
+        return Response(represent_display(display))
 
 
 class AnnotationOutputSerializer(serializers.Serializer):
@@ -381,6 +385,9 @@ class AnnotationOutputSerializer(serializers.Serializer):
     time_spent_ms = serializers.IntegerField()
     idempotency_key = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+
+represent_annotation = shared_representation(AnnotationOutputSerializer)
 
 
 class AnnotationStaffSerializer(AnnotationOutputSerializer):
@@ -403,16 +410,17 @@ class AssignmentSubmitApi(APIView):
         time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
         idempotency_key = serializers.CharField(max_length=64)
 
+    validate = staticmethod(shared_validation(InputSerializer))
+
     @extend_schema(
         request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer}
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = self.validate(request.data)
         annotation, created = annotation_submit(
-            assignment_id=assignment_id, annotator=authenticated_user(request), **data.validated_data
+            assignment_id=assignment_id, annotator=authenticated_user(request), **data
         )
-        return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
+        return Response(represent_annotation(annotation), status=_created_or_ok(created))
 
 
 class AssignmentSkipApi(APIView):
@@ -425,16 +433,17 @@ class AssignmentSkipApi(APIView):
         time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
         idempotency_key = serializers.CharField(max_length=64)
 
+    validate = staticmethod(shared_validation(InputSerializer))
+
     @extend_schema(
         request=InputSerializer, responses={201: AnnotationOutputSerializer, 200: AnnotationOutputSerializer}
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = self.validate(request.data)
         annotation, created = assignment_skip(
-            assignment_id=assignment_id, annotator=authenticated_user(request), **data.validated_data
+            assignment_id=assignment_id, annotator=authenticated_user(request), **data
         )
-        return Response(AnnotationOutputSerializer(annotation).data, status=_created_or_ok(created))
+        return Response(represent_annotation(annotation), status=_created_or_ok(created))
 
 
 class AnnotationListApi(APIView):

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import connection, models
 
-from backend.batches.models import Assignment
+from backend.batches.models import Assignment, Batch
 
 LEASED = Assignment.Status.LEASED.value
 SUBMITTED = Assignment.Status.SUBMITTED.value
@@ -51,14 +51,17 @@ INSERT INTO batches_assignment (comparison_id, annotator_id, swap, status, lease
 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
 """
 
+# The texts through scalar subqueries rather than joins: PostgreSQL planned the six-table join in 2.3 ms, this in
+# 0.5 ms (EXPLAIN (ANALYZE, SUMMARY), warm caches), and either runs in under 0.1 ms.
 _DISPLAY = """
-SELECT a.swap, a.status, a.leased_at, a.expires_at, c.batch_id, b.focus, p.text, p.dialogue_id, r1.text, r2.text
+SELECT a.swap, a.status, a.leased_at, a.expires_at, c.batch_id,
+       (SELECT b.focus FROM batches_batch b WHERE b.id = c.batch_id),
+       p.text, p.dialogue_id,
+       (SELECT r.text FROM batches_response r WHERE r.id = c.first_response_id),
+       (SELECT r.text FROM batches_response r WHERE r.id = c.second_response_id)
 FROM batches_assignment a
 INNER JOIN batches_comparison c ON c.id = a.comparison_id
-INNER JOIN batches_batch b ON b.id = c.batch_id
 INNER JOIN batches_prompt p ON p.id = c.prompt_id
-INNER JOIN batches_response r1 ON r1.id = c.first_response_id
-INNER JOIN batches_response r2 ON r2.id = c.second_response_id
 WHERE a.id = %s
 """
 
@@ -108,6 +111,15 @@ def _one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def batch(*, batch_id: int, open_only: bool) -> Batch | None:
+    """The batch (only if open, with `open_only`), every column converted as the ORM converts it."""
+    sql = "SELECT * FROM batches_batch WHERE id = %s"
+    params: list[Any] = [batch_id]
+    if open_only:
+        sql, params = sql + " AND status = %s", [*params, Batch.Status.OPEN.value]
+    return next(iter(Batch.objects.raw(sql, params)), None)
 
 
 def current_lease(*, annotator_id: int, batch_id: int, now: datetime) -> Assignment | None:

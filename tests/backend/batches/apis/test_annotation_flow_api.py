@@ -8,7 +8,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from backend.accounts.roles import Role
+from backend.batches.apis import AnnotationOutputSerializer, AssignmentDisplaySerializer
 from backend.batches.models import Annotation, Focus
+from backend.batches.selectors import assignment_for_display
 from tests.factories import make_batch, make_user
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +78,23 @@ def test_bad_input_is_a_400_that_names_the_field(token_client):
         content_type="application/json",
     )
     assert typed.status_code == 400 and "time_spent_ms" in typed.json()
+    for not_an_object in ("null", "[]", '"a"'):
+        refused = token_client.post(url, not_an_object, content_type="application/json")
+        assert refused.status_code == 400 and "non_field_errors" in refused.json(), not_an_object
     assert Annotation.objects.count() == 0
+
+
+def test_replies_are_what_a_fresh_serializer_gives(token_client):
+    """The loop's serializers are made once per process; a reply must not differ from a per-request one's."""
+    batch = make_batch(comparisons=2)
+    for _ in range(2):  # the second pass reuses the fields built by the first
+        leased = next_for(token_client, batch).json()
+        assert leased == dict(AssignmentDisplaySerializer(assignment_for_display(assignment_id=leased["id"])).data)
+        url = reverse("assignment-submit", kwargs={"assignment_id": leased["id"]})
+        payload = {"choice": "b", "strength": "better", "idempotency_key": f"k{leased['id']}"}
+        stored = token_client.post(url, payload, format="json").json()
+        annotation = Annotation.objects.select_related("comparison").get(pk=stored["id"])
+        assert stored == dict(AnnotationOutputSerializer(annotation).data)
 
 
 def test_submitting_twice_with_a_new_key_is_a_conflict(token_client):
