@@ -26,6 +26,10 @@ from exports.schema import arrow_schema, columns_for
 
 FORMATS = ("jsonl", "parquet")
 ROW_GROUP_ROWS = 10_000
+# Parquet rows wait as Python values for at most this many rows, then as Arrow arrays until their row group is full:
+# few enough that they die in the garbage collector's young generations. (Held to the row group as lists and dicts,
+# every full collection went through them: a fifth of a 1M-row export.)
+ARROW_BATCH_ROWS = 1000
 # JSONL lines are written in batches of this many rows (a few MB).
 JSONL_BATCH_ROWS = 1000
 # Writes the background thread may have queued: what is held in memory beyond the current buffers.
@@ -136,23 +140,6 @@ class _JsonlFile:
         self.digest.update(data)
 
 
-def _tuples(value: Any, names: tuple[str, ...]) -> Any:
-    """A list (of dicts, for a list of structs: their values in the struct's field order, None where a key is
-    missing) as tuples, which pa.array reads as it reads the list.
-
-    A row group's buffered rows outlive the young generations of the garbage collector; as lists and dicts each
-    full collection went through them (a fifth of a 1M-row Parquet export). Tuples of strings and numbers it
-    stops tracking. Any other value stays as it is.
-    """
-    if type(value) is not list:
-        return value
-    if not names:
-        return tuple(value)
-    if all(type(item) is dict for item in value):
-        return tuple([tuple([item.get(name) for name in names]) for item in value])
-    return value
-
-
 class SplitWriter:
     """Writes rows into `<directory>/<split>.<format>` for each requested format."""
 
@@ -167,15 +154,9 @@ class SplitWriter:
         self._jsonl: dict[str, _JsonlFile] = {}
         self._lines: dict[str, list[bytes]] = {}
         self._parquet: dict[str, pq.ParquetWriter] = {}
-        # Each split's rows of the next row group (their values, lists as tuples), turned into arrays column by
-        # column when it is full.
-        self._pending: dict[str, list[tuple[Any, ...]]] = {}
-        # (index, struct field names) of each list column; no names for a list of strings or numbers.
-        self._lists = [
-            (index, tuple(field.type.value_type.names) if pa.types.is_struct(field.type.value_type) else ())
-            for index, field in enumerate(self.schema)
-            if pa.types.is_list(field.type)
-        ]
+        # Each split's newest rows (their values in column order), and the Arrow batches of its next row group.
+        self._pending: dict[str, list[list[Any]]] = {}
+        self._batches: dict[str, list[pa.RecordBatch]] = {}
         # Parquet columns given dictionaries and min/max statistics: all but the messages' free text, where every
         # value is new (the writer would build a dictionary per page only to drop it) and min/max says nothing.
         self._indexed = [path for path in leaf_paths(self.schema) if not path.endswith(".content")]
@@ -203,12 +184,9 @@ class SplitWriter:
             pending = self._pending.get(split)
             if pending is None:
                 pending = self._pending[split] = []
-            values = list(ordered.values())
-            for index, names in self._lists:
-                values[index] = _tuples(values[index], names)
-            pending.append(tuple(values))
-            if len(pending) >= ROW_GROUP_ROWS:
-                self._flush(split)
+            pending.append(list(ordered.values()))
+            if len(pending) >= ARROW_BATCH_ROWS:
+                self._to_arrow(split)
 
     def _submit(self, call: Callable[[], None]) -> None:
         if self._background is None:
@@ -224,9 +202,21 @@ class SplitWriter:
         self._submit(partial(self._jsonl[split].write, b"\n".join(lines)))
         self._lines[split] = []
 
-    def _flush(self, split: str) -> None:
+    def _to_arrow(self, split: str) -> None:
+        """The split's pending rows as one Arrow batch; a full row group goes to the file."""
         rows = self._pending.pop(split, None)
-        if not rows:
+        if rows:
+            # What Table.from_pylist(rows, schema=...) gives, in about two thirds of its time: one sequence per column,
+            # which pa.array converts in C++ (messages included).
+            columns = zip(*rows, strict=True)
+            arrays = [pa.array(column, type=field.type) for column, field in zip(columns, self.schema, strict=True)]
+            self._batches.setdefault(split, []).append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        if sum(batch.num_rows for batch in self._batches.get(split, ())) >= ROW_GROUP_ROWS:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        batches = self._batches.pop(split, None)
+        if not batches:
             return
         if split not in self._parquet:
             self._parquet[split] = pq.ParquetWriter(
@@ -236,11 +226,8 @@ class SplitWriter:
                 use_dictionary=self._indexed,
                 write_statistics=self._indexed,
             )
-        # The table Table.from_pylist(rows, schema=self.schema) gives, in about two thirds of its time: one
-        # sequence per column, which pa.array converts in C++ (messages included).
-        columns = zip(*rows, strict=True)
-        arrays = [pa.array(column, type=field.type) for column, field in zip(columns, self.schema, strict=True)]
-        self._submit(partial(self._parquet[split].write_table, pa.Table.from_arrays(arrays, schema=self.schema)))
+        table = pa.Table.from_batches(batches, schema=self.schema)
+        self._submit(partial(self._parquet[split].write_table, table, row_group_size=ROW_GROUP_ROWS))
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -249,6 +236,8 @@ class SplitWriter:
             for split in list(self._lines):
                 self._flush_jsonl(split)
             for split in list(self._pending):
+                self._to_arrow(split)
+            for split in list(self._batches):
                 self._flush(split)
         finally:
             background, self._background = self._background, None

@@ -86,6 +86,7 @@ def test_parquet_indexes_every_column_but_the_messages_free_text(tmp_path):
     assert set(columns) == set(leaf_paths(arrow_schema("small")))
     content = {path for path in columns if path.endswith(".content")}
     assert content == {"prompt.list.element.content", "chosen.list.element.content", "rejected.list.element.content"}
+
     def has_dictionary(path):
         return bool({"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & set(columns[path].encodings))
 
