@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
 PAGE_QUERIES = 4
 # Session, user, batch (the roles the page's request read are still in backend.accounts.auth_cache), the live
 # lease if any, then in one transaction (SAVEPOINT/RELEASE inside the test's own) the free comparison FOR UPDATE
-# SKIP LOCKED, its recount and the insert; last, one joined read of everything the page shows.
-NEXT_QUERIES = 10
+# SKIP LOCKED and the insert that recounts its overlap; last, one read of everything the page shows.
+NEXT_QUERIES = 9
 
 
 def queries(client: Client, method: str, url: str) -> int:

@@ -46,9 +46,16 @@ SELECT COUNT(*) FROM batches_assignment l
 WHERE l.comparison_id = %s AND (l.status = %s OR (l.status = %s AND l.expires_at > %s))
 """
 
-_INSERT_ASSIGNMENT = """
+# The lease, inserted only while the comparison's overlap has room: the count and the insert in one statement,
+# run under the comparison's row lock (a statement started after taking it sees every lease committed before).
+_INSERT_ASSIGNMENT_IF_ROOM = """
 INSERT INTO batches_assignment (comparison_id, annotator_id, swap, status, leased_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
+SELECT %s, %s, %s, %s, %s, %s
+WHERE (
+  SELECT COUNT(*) FROM batches_assignment l
+  WHERE l.comparison_id = %s AND (l.status = %s OR (l.status = %s AND l.expires_at > %s))
+) < %s
+RETURNING id
 """
 
 # The texts through scalar subqueries rather than joins: PostgreSQL planned the six-table join in 2.3 ms, this in
@@ -157,11 +164,19 @@ def live_count(*, comparison_id: int, now: datetime, excluding: int | None = Non
     return int(row[0]) if row else 0
 
 
-def insert_lease(
-    *, comparison_id: int, annotator_id: int, swap: bool, leased_at: datetime, expires_at: datetime
-) -> Assignment:
-    row = _one(_INSERT_ASSIGNMENT, [comparison_id, annotator_id, swap, LEASED, _time(leased_at), _time(expires_at)])
-    assert row is not None
+def insert_lease_if_room(
+    *, comparison_id: int, overlap: int, annotator_id: int, swap: bool, leased_at: datetime, expires_at: datetime
+) -> Assignment | None:
+    """Lease a comparison whose row lock the caller holds, if fewer than `overlap` places of it are held."""
+    row = _one(
+        _INSERT_ASSIGNMENT_IF_ROOM,
+        [
+            *(comparison_id, annotator_id, swap, LEASED, _time(leased_at), _time(expires_at)),
+            *(comparison_id, SUBMITTED, LEASED, _time(leased_at), overlap),
+        ],
+    )
+    if row is None:
+        return None
     return loaded(
         Assignment,
         id=row[0],

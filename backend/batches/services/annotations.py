@@ -127,10 +127,9 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
 
 def _lease_locked(comparison_id: int, overlap: int, annotator: User, now: datetime) -> Assignment | None:
     """Lease a comparison whose row lock the caller holds, if its overlap still has room."""
-    if hot_path_sql.live_count(comparison_id=comparison_id, now=now) >= overlap:
-        return None
-    return hot_path_sql.insert_lease(
+    return hot_path_sql.insert_lease_if_room(
         comparison_id=comparison_id,
+        overlap=overlap,
         annotator_id=annotator.pk,
         swap=bool(secrets.randbits(1)),
         leased_at=now,
