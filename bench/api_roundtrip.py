@@ -23,7 +23,7 @@ One run, in order:
 4. gunicorn starts on a free port of 127.0.0.1 and answers `/healthz`.
 5. For each level of `--clients`: the Django phase (asyncio clients, raw HTTP/1.1 keep-alive), then the
    raw phase (one thread and one psycopg2 connection per client replaying the captured statements:
-   the same SQL, the same locking, the same transactions, the lease's recount-and-retry included).
+   the same SQL, the same locking, the same transactions, the lease's retry when its overlap filled included).
    Each phase starts with ANALYZE (the tables grow during the run, as autovacuum would follow), runs
    `--warmup` seconds unmeasured, then `--seconds` measured; a round trip counts when it completes
    inside the measured window; clients start no round trip after it and finish theirs. Beside each
@@ -303,8 +303,9 @@ class Event:
     autocommit: bool = True
     produces: dict[str, int] = field(default_factory=dict)
     """Names the replay reads from this statement's first row: name -> column."""
-    recheck_overlap: bool = False
-    """The live count under the lease lock: when it is at the overlap, the lease transaction is retried."""
+    lease_if_room: bool = False
+    """The lease's insert under the comparison lock, which recounts the overlap: no row back means it filled
+    meanwhile, and the lease transaction is retried."""
 
 
 @dataclass
@@ -410,7 +411,9 @@ def build_plan(
             event.params = [param_template(p, names, starts[request]) for p in params]
             event.produces = {name: column for (at, name), column in producers.items() if at == index}
             in_lease_transaction = in_lease_transaction or "SKIP LOCKED" in event.sql
-            event.recheck_overlap = in_lease_transaction and event.sql.lstrip().upper().startswith("SELECT COUNT(")
+            event.lease_if_room = in_lease_transaction and event.sql.lstrip().upper().startswith(
+                "INSERT INTO BATCHES_ASSIGNMENT"
+            )
         elif event.kind == "commit":
             in_lease_transaction = False
         plans.setdefault(request, RequestPlan(request, [])).events.append(event)
@@ -1023,7 +1026,6 @@ def replay_round_trip(
     conn: psycopg2.extensions.connection,
     plan: list[RequestPlan],
     values: dict[str, Any],
-    overlap: int,
     spent: dict[tuple[int, int], float],
 ) -> tuple[int, int]:
     """Send the captured statements of one round trip, as Django would; returns (statements, lease retries).
@@ -1050,17 +1052,19 @@ def replay_round_trip(
                 cursor.execute(event.sql, [resolve(p, values, start) for p in event.params])
                 statements += 1
                 rows = cursor.fetchall() if cursor.description is not None else []
-                for name, column in event.produces.items():
-                    if not rows:
-                        raise NoLease("204: no free comparison (is --comparisons too small?)")
-                    values[name] = rows[0][column]
-                if event.recheck_overlap and rows[0][0] >= overlap:
+                if event.lease_if_room and not rows:
                     retries += 1
                     if retries >= LEASE_ATTEMPTS:
                         raise NoLease(f"204: the lease gave up after {LEASE_ATTEMPTS} attempts")
                     conn.commit()
                     conn.autocommit = True
                     index = transaction_start
+                    spent[step] = spent.get(step, 0.0) + time.perf_counter() - began
+                    continue
+                for name, column in event.produces.items():
+                    if not rows:
+                        raise NoLease("204: no free comparison (is --comparisons too small?)")
+                    values[name] = rows[0][column]
             spent[step] = spent.get(step, 0.0) + time.perf_counter() - began
     cursor.close()
     return statements, retries
@@ -1080,7 +1084,6 @@ def raw_client(
     params: dict[str, Any],
     plan: list[RequestPlan],
     static: dict[str, Any],
-    overlap: int,
     stats: PhaseStats,
     sync: RawSync,
 ) -> None:
@@ -1102,7 +1105,7 @@ def raw_client(
             round_number += 1
             values = {**static, "idempotency_key": f"raw-{static['user_id']}-{round_number}"}
             try:
-                statements, retries = replay_round_trip(conn, plan, values, overlap, local.spent)
+                statements, retries = replay_round_trip(conn, plan, values, local.spent)
             except NoLease as exc:
                 conn.rollback()
                 conn.autocommit = True
@@ -1134,7 +1137,6 @@ def run_raw_phase(
     config: Config,
     plan: list[RequestPlan],
     batch_id: int,
-    overlap: int,
     users: list[tuple[int, str]],
     meter: CpuMeter,
 ) -> PhaseStats:
@@ -1145,7 +1147,7 @@ def run_raw_phase(
     threads = [
         threading.Thread(
             target=raw_client,
-            args=(params, plan, {"user_id": uid, "token": key, "batch_id": batch_id}, overlap, stats, sync),
+            args=(params, plan, {"user_id": uid, "token": key, "batch_id": batch_id}, stats, sync),
             daemon=True,
         )
         for uid, key in users
@@ -1297,8 +1299,8 @@ def print_plan(plan: list[RequestPlan], full: bool) -> None:
                     extras.append("params " + json.dumps(event.params))
                 if event.produces:
                     extras.append("reads " + ", ".join(event.produces))
-                if event.recheck_overlap:
-                    extras.append("retry the transaction when >= overlap")
+                if event.lease_if_room:
+                    extras.append("no row: the overlap filled, retry the transaction")
                 text += f"  -- {'; '.join(extras)}" if extras else ""
             print(f"    {text}")
 
@@ -1573,7 +1575,7 @@ def run(config: Config) -> int:
                 django = run_django_phase(config, server.port, seeded.batch_ids["django"], users["django"], meter)
                 step(f"{level} clients, raw psycopg2: {config.warmup:g} s warm-up + {config.seconds:g} s")
                 database_analyze(config)
-                raw = run_raw_phase(config, seeded.plan, seeded.batch_ids["raw"], seeded.overlap, users["raw"], meter)
+                raw = run_raw_phase(config, seeded.plan, seeded.batch_ids["raw"], users["raw"], meter)
                 print(f"    django {django.rate:.1f} rt/s, raw {raw.rate:.1f} rt/s", flush=True)
                 results.append((level, django, raw))
         finally:
