@@ -37,13 +37,16 @@ One run, in order:
 Exit status: 0 when there were no errors and the database checks passed (whatever the targets say),
 1 otherwise, 2 when setup failed (database, migrate, seeding, capture or gunicorn).
 
-gunicorn workers: sync, 4 (two per core). Measured here, 8 s windows, a quiet machine, rt/s at 8 / 64 clients:
-sync x 4: 91 / 67 and 77 / 61 (p99 124-135 / 1043-1057 ms); sync x 6: 77 / 48 (p99 141 / 1666 ms);
-gthread 2 x 8 threads: 52 / 47 (p99 237 / 1561 ms); gthread 4 x 4 (5 s windows): 89 / 49 (p99 148 / 2638 ms).
-gthread loses because the clients keep their connections alive and each connection stays with the
-worker that accepted it: the per-worker CPU column showed one gthread worker at 0.90 core and the other
-at 0.00, i.e. one GIL for everything. Sync workers take each request from the shared listen queue, so
-the four share the load evenly (0.30-0.35 core each) and the tail stays flat (p95 close to p99).
+gunicorn workers: sync, 4 (two per core). Measured here before the loop's statements were written in SQL (8 s
+windows, a quiet machine, rt/s at 8 / 64 clients): sync x 4: 91 / 67 and 77 / 61 (p99 124-135 / 1043-1057 ms);
+sync x 6: 77 / 48 (p99 141 / 1666 ms); gthread 2 x 8 threads: 52 / 47 (p99 237 / 1561 ms); gthread 4 x 4 (5 s
+windows): 89 / 49 (p99 148 / 2638 ms). gthread loses because the clients keep their connections alive and each
+connection stays with the worker that accepted it: the per-worker CPU column showed one gthread worker at 0.90
+core and the other at 0.00, i.e. one GIL for everything. Sync workers take each request from the shared listen
+queue, so the four share the load evenly (0.30-0.35 core each) and the tail stays flat (p95 close to p99).
+After (backend/batches/hot_path_sql.py, serializers made once), four runs each on a machine with other load:
+sync x 4: 133-161 / 98-144 rt/s (p99 69-96 / 577-798 ms); sync x 3: 106-214 / 109-170 (p99 52-106 / 517-751 ms):
+no worker count wins clearly at this noise, so the default stays at two per core.
 Override with --worker-class/--workers/--threads.
 
 Usage:
