@@ -45,7 +45,7 @@ connection stays with the worker that accepted it: the per-worker CPU column sho
 core and the other at 0.00, i.e. one GIL for everything. Sync workers take each request from the shared listen
 queue, so the four share the load evenly (0.30-0.35 core each) and the tail stays flat (p95 close to p99).
 After (backend/batches/hot_path_sql.py, serializers made once), four runs each on a machine with other load:
-sync x 4: 133-161 / 98-144 rt/s (p99 69-96 / 577-798 ms); sync x 3: 106-214 / 109-170 (p99 52-106 / 517-751 ms):
+sync x 4: 133-161 / 98-144 rt/s (p99 69-96 / 577-798 ms); sync x 3: 106-214 / 109-170 (p99 52-106 / 519-751 ms):
 no worker count wins clearly at this noise, so the default stays at two per core.
 Override with --worker-class/--workers/--threads.
 
