@@ -1,11 +1,11 @@
 """The re-enqueue sweep (celery beat, every few minutes): jobs whose publish was lost are published again.
 
 A job is lost when its row still waits (an export or training run `queued`, an iteration `queued` or
-`running`, a live pair `pending`, a batch `sampling`) JOB_REQUEUE_GRACE_SECONDS after it was created,
-and the broker holds no message for it, neither queued nor delivered-and-unacknowledged (a running
-task's message stays unacknowledged until it finishes: acks_late). Publishing twice is harmless: every
-task returns at once for a finished job. Exports and training runs an iteration made are left out:
-the iteration's own step runs them.
+`running`, a live pair `pending`, a reward model's scoring request unfinished, a batch `sampling`)
+JOB_REQUEUE_GRACE_SECONDS after it was created, and the broker holds no message for it, neither queued nor
+delivered-and-unacknowledged (a running task's message stays unacknowledged until it finishes: acks_late).
+Publishing twice is harmless: every task returns at once for a finished job. Exports and training runs an
+iteration made are left out: the iteration's own step runs them.
 """
 
 import logging
@@ -22,6 +22,8 @@ from backend.checkpoints.models import TrainingRun
 from backend.checkpoints.policy_runs import POLICY_KINDS
 from backend.checkpoints.tasks import policy_run_execute_task, training_run_execute_task
 from backend.errors import ServiceError
+from backend.insights.models import ScoringRequest
+from backend.insights.tasks import response_scores_compute_task
 from backend.jobs import JobKey, broker_jobs, publish
 from backend.loop.models import Iteration
 from backend.loop.tasks import iteration_step_task
@@ -54,6 +56,8 @@ def waiting_jobs(*, cutoff: datetime) -> list[tuple[Task, int]]:
     jobs += [(iteration_step_task, pk) for pk in iterations.values_list("pk", flat=True)]
     live_pairs = LivePair.objects.filter(status=LivePair.Status.PENDING, created_at__lt=cutoff)
     jobs += [(live_pair_sample, pk) for pk in live_pairs.values_list("pk", flat=True)]
+    scoring = ScoringRequest.objects.filter(finished_at=None, requested_at__lt=cutoff)
+    jobs += [(response_scores_compute_task, pk) for pk in scoring.values_list("checkpoint_id", flat=True)]
     return jobs
 
 

@@ -1,4 +1,5 @@
-"""Reward-model scores of stored responses, computed once by a Celery task and read by the dashboards."""
+"""Reward-model scores of stored responses, computed once by a Celery task and read by the dashboards, and the
+scoring requests that wait for that task."""
 
 from django.db import models
 
@@ -21,3 +22,19 @@ class ResponseScore(models.Model):
 
     def __str__(self) -> str:
         return f"Response {self.response_id} scored {self.score:.3f} by {self.checkpoint_id}"
+
+
+class ScoringRequest(models.Model):
+    """A reward model's scoring, asked for and not finished yet.
+
+    Kept so that a request whose publish was lost (the broker down) is published again by the re-enqueue sweep
+    (backend.job_sweep), as exports and training runs are.
+    """
+
+    checkpoint = models.OneToOneField(Checkpoint, on_delete=models.CASCADE, related_name="scoring_request")
+    requested_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished_at else "waiting"
+        return f"Scoring by checkpoint {self.checkpoint_id}, {state}"

@@ -1,16 +1,18 @@
 """Scoring stored responses with a reward model, once per (response, checkpoint), for the drift figures."""
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 
 from django.db import transaction
+from django.utils import timezone
 
 from backend.batches.models import Annotation, Focus, Prompt, Response
 from backend.batches.selectors import prompt_context
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import InvalidInput, NotFound
-from backend.insights.models import ResponseScore
+from backend.insights.models import ResponseScore, ScoringRequest
 
 CHECKPOINT_NOT_FOUND = "No such checkpoint."
 CHECKPOINT_NOT_REWARD = "checkpoint must be a reward model (reward_helpfulness or reward_safety)."
@@ -53,7 +55,11 @@ def response_scores_request(*, checkpoint_id: int, enqueue: Callable[[int], None
     checkpoint = _reward_checkpoint(checkpoint_id)
     waiting = len(unscored_response_ids(checkpoint=checkpoint))
     if waiting:
-        transaction.on_commit(partial(enqueue, checkpoint.pk))
+        with transaction.atomic():
+            ScoringRequest.objects.update_or_create(
+                checkpoint=checkpoint, defaults={"requested_at": timezone.now(), "finished_at": None}
+            )
+            transaction.on_commit(partial(enqueue, checkpoint.pk))
     return {"checkpoint": checkpoint.pk, "unscored": waiting}
 
 
@@ -67,8 +73,10 @@ def response_scores_compute(
     from training.scoring import RewardScorer
 
     checkpoint = _reward_checkpoint(checkpoint_id)
+    started = timezone.now()
     ids = unscored_response_ids(checkpoint=checkpoint)
     if not ids:
+        _scoring_finished(checkpoint, started)
         return 0
     scorer = RewardScorer(checkpoint_local_path(checkpoint=checkpoint), device=device)
     stored = 0
@@ -84,4 +92,13 @@ def response_scores_compute(
         stored += len(responses)
         if on_progress is not None:
             on_progress(stored, len(ids))
+    _scoring_finished(checkpoint, started)
     return stored
+
+
+def _scoring_finished(checkpoint: Checkpoint, started: datetime) -> None:
+    """Close the checkpoint's request, unless it was asked for again after this run began (that request's own
+    task scores what came since)."""
+    ScoringRequest.objects.filter(checkpoint=checkpoint, finished_at=None, requested_at__lte=started).update(
+        finished_at=timezone.now()
+    )
