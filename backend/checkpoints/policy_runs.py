@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from backend.audit.services import audit_record
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.checkpoints.training_runs import (
@@ -160,6 +161,7 @@ def policy_run_create(
             created_by=created_by,
             client_key=client_key,
         )
+        audit_record(actor=created_by, action="training_run.create", target=run)
         transaction.on_commit(partial(enqueue, run.pk))
         return run
 

@@ -5,6 +5,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from backend.audit.models import AuditEvent
 from backend.batches.models import Batch, Response
 from backend.batches.services.batches import iso_week_of
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
@@ -47,6 +48,9 @@ def test_annotations_become_a_policy_that_next_weeks_batch_samples_from(
     assert iteration.ppo_run.reward_helpfulness == helpfulness_rm
     assert iteration.reward_safety_run is None  # no safety comparisons: no safety model
     assert {run.status for run in TrainingRun.objects.all()} == {"done"}
+    # Every run the iteration started is in the audit log, the policy runs as well as the reward models.
+    audited = set(AuditEvent.objects.filter(action="training_run.create").values_list("target_id", flat=True))
+    assert audited == {str(pk) for pk in TrainingRun.objects.values_list("pk", flat=True)}
 
     # Retrying the create returns the same iteration.
     again = client.post(reverse("iteration-list"), body, format="json")
