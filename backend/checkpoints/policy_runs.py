@@ -8,7 +8,6 @@ and the new `policy` checkpoint is registered, with its lineage, in the transact
 import json
 import typing
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from backend.audit.services import audit_record
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.checkpoints.training_runs import (
@@ -25,6 +23,7 @@ from backend.checkpoints.training_runs import (
     EXPORT_NOT_READY,
     EXPORT_UNKNOWN,
     LOG_TAIL_LINES,
+    queued_run,
     training_run_output_dir,
 )
 from backend.errors import Conflict, InvalidInput
@@ -150,7 +149,10 @@ def policy_run_create(
             prompts_path=prompts_path,
             config=config,
         )
-        run = TrainingRun.objects.create(
+        return queued_run(
+            created_by=created_by,
+            client_key=client_key,
+            enqueue=enqueue,
             kind=kind,
             export_id=export_id,
             base_checkpoint_id=base_checkpoint_id,
@@ -158,12 +160,7 @@ def policy_run_create(
             reward_safety_id=reward_safety_id,
             prompts_path=prompts_path,
             config=checked,
-            created_by=created_by,
-            client_key=client_key,
         )
-        audit_record(actor=created_by, action="training_run.create", target=run)
-        transaction.on_commit(partial(enqueue, run.pk))
-        return run
 
     return create_once(TrainingRun.objects, owner=created_by, client_key=client_key, create=create)
 

@@ -97,6 +97,16 @@ def training_run_check(
     return _check_config(config or {})
 
 
+def queued_run(
+    *, created_by: User | None, client_key: str, enqueue: Callable[[int], None], **fields: Any
+) -> TrainingRun:
+    """A new training run (reward model or policy), audited, and published once its transaction commits."""
+    run = TrainingRun.objects.create(created_by=created_by, client_key=client_key, **fields)
+    audit_record(actor=created_by, action="training_run.create", target=run)
+    transaction.on_commit(partial(enqueue, run.pk))
+    return run
+
+
 def training_run_create(
     *,
     kind: str,
@@ -118,18 +128,16 @@ def training_run_create(
             builtin_backbone=builtin_backbone,
             config=config,
         )
-        run = TrainingRun.objects.create(
+        return queued_run(
+            created_by=created_by,
+            client_key=client_key,
+            enqueue=enqueue,
             kind=kind,
             export_id=export_id,
             base_checkpoint_id=base_checkpoint_id,
             builtin_backbone=builtin_backbone,
             config=checked,
-            created_by=created_by,
-            client_key=client_key,
         )
-        audit_record(actor=created_by, action="training_run.create", target=run)
-        transaction.on_commit(partial(enqueue, run.pk))
-        return run
 
     return create_once(TrainingRun.objects, owner=created_by, client_key=client_key, create=create)
 
