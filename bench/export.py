@@ -302,14 +302,15 @@ class Words:
         self.rng = rng
 
     def text(self, low: int, high: int, *, paragraphs: bool = False) -> str:
-        """Between low and high words, in COPY's text format; `paragraphs`: two, split by a blank line."""
+        """Between low and high words, in COPY's text format, then a tab and the word count (the column the app
+        stores beside each text); `paragraphs`: two, split by a blank line."""
         count = self.rng.randint(low, high)
         first = self.rng.randrange(len(self.starts) - count - 1)
         start, end = self.starts[first], self.starts[first + count] - 1
         if not paragraphs:
-            return self.stream[start:end]
+            return f"{self.stream[start:end]}\t{count}"
         space = self.starts[first + self.rng.randrange(1, count)] - 1
-        return f"{self.stream[start:space]}\\n\\n{self.stream[space + 1 : end]}"
+        return f"{self.stream[start:space]}\\n\\n{self.stream[space + 1 : end]}\t{count}"
 
 
 class CopySource:
@@ -477,16 +478,16 @@ def fill(config: Config) -> None:
         ),
         ("batches_batch_checkpoints", "id, batch_id, checkpoint_id", batch_checkpoints(), len(sizes) * 2),
         ("batches_dialogue", "id, created_at", dialogue_rows(), dialogues),
-        ("batches_turn", "id, index, role, content, dialogue_id", turns(), 2 * dialogues),
+        ("batches_turn", "id, index, role, content, word_count, dialogue_id", turns(), 2 * dialogues),
         (
             "batches_prompt",
-            "id, text, source, is_safety, is_adversarial, tags, client_key, created_at, dialogue_id",
+            "id, text, word_count, source, is_safety, is_adversarial, tags, client_key, created_at, dialogue_id",
             prompts(),
             total,
         ),
         (
             "batches_response",
-            "id, text, temperature, top_p, seed, max_new_tokens, finish_reason, engine, created_at, "
+            "id, text, word_count, temperature, top_p, seed, max_new_tokens, finish_reason, engine, created_at, "
             "checkpoint_id, prompt_id",
             responses(),
             2 * total,

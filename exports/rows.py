@@ -51,6 +51,9 @@ _FIELDS = (
     "comparison__batch__iso_week",
     "comparison__batch__focus",
     "comparison__is_held_out",
+    "comparison__prompt__word_count",
+    "chosen_response__word_count",
+    "rejected_response__word_count",
 )
 # Safety labels in order of caution: a tied vote settles on the more cautious label.
 _SAFETY_ORDER = ("both_unsafe", "chosen_safe_other_unsafe", "both_safe", "")
@@ -109,7 +112,14 @@ def annotation_count(filters: RowFilters) -> int:
     return int(_filtered(filters).count())
 
 
-_Block = tuple[list[tuple[Any, ...]], dict[int, list[dict[str, str]]]]
+# Words of a row as stored (prompt with its dialogue context, chosen, rejected): see exports.stats.
+Words = tuple[int, int, int]
+# A row and its stored word counts (None where the source stores none).
+CountedRow = tuple[dict[str, Any], Words | None]
+# A dialogue's turns before the prompt, as messages, and their words.
+_Context = tuple[list[dict[str, str]], int]
+_NO_CONTEXT: _Context = ([], 0)
+_Block = tuple[list[tuple[Any, ...]], dict[int, _Context]]
 
 
 def _read(filters: RowFilters) -> Iterator[_Block]:
@@ -184,10 +194,10 @@ def _blocks(filters: RowFilters) -> Iterator[_Block]:
     return _read(filters)
 
 
-def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], list[dict[str, str]]]]:
+def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], _Context]]:
     """Each comparison's annotations (in id order) with its dialogue context, in comparison order."""
     group: list[tuple[Any, ...]] = []
-    context: list[dict[str, str]] = []
+    context = _NO_CONTEXT
     for block, turns in _blocks(filters):
         for row in block:
             if group and row[0] == group[0][0]:
@@ -196,32 +206,34 @@ def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], list[d
             if group:
                 yield group, context
             group = [row]
-            context = turns.get(row[14], []) if row[14] else []
+            context = turns.get(row[14], _NO_CONTEXT) if row[14] else _NO_CONTEXT
     if group:
         yield group, context
 
 
-def _turns(dialogue_ids: set[int]) -> dict[int, list[dict[str, str]]]:
-    turns: dict[int, list[dict[str, str]]] = {}
+def _turns(dialogue_ids: set[int]) -> dict[int, _Context]:
+    turns: dict[int, _Context] = {}
     if not dialogue_ids:
         return turns
-    for dialogue_id, role, content in (
+    for dialogue_id, role, content, words in (
         Turn.objects.filter(dialogue_id__in=dialogue_ids)
         .order_by("dialogue_id", "index")
-        .values_list("dialogue_id", "role", "content")
+        .values_list("dialogue_id", "role", "content", "word_count")
     ):
-        turns.setdefault(dialogue_id, []).append({"role": role, "content": content})
+        messages, before = turns.get(dialogue_id, _NO_CONTEXT)
+        turns[dialogue_id] = ([*messages, {"role": role, "content": content}], before + words)
     return turns
 
 
 def _row(
     first: tuple[Any, ...],
-    context: list[dict[str, str]],
+    context: _Context,
     margins: dict[str, float] | None,
     annotators: list[str],
     agreement: float | None,
-) -> dict[str, Any]:
-    """One output row, its keys in the schema's order (the writers rely on it for speed, not correctness)."""
+) -> CountedRow:
+    """One output row, its keys in the schema's order (the writers rely on it for speed, not correctness), and its
+    stored word counts."""
     (
         comparison_id,
         _annotator,
@@ -242,10 +254,14 @@ def _row(
         week,
         focus,
         held_out,
+        prompt_words,
+        chosen_words,
+        rejected_words,
     ) = first
+    turns, context_words = context
     question = {"role": "user", "content": prompt_text}
     row: dict[str, Any] = {
-        "prompt": [*context, question] if context else [question],
+        "prompt": [*turns, question] if turns else [question],
         "chosen": [{"role": "assistant", "content": chosen_text}],
         "rejected": [{"role": "assistant", "content": rejected_text}],
         "margin": None if margins is None else margins[strength],
@@ -268,7 +284,7 @@ def _row(
     }
     if margins is None:
         del row["margin"]
-    return row
+    return row, (context_words + prompt_words, chosen_words, rejected_words)
 
 
 def _consensus(
@@ -295,8 +311,8 @@ def _consensus(
 
 def platform_rows(
     filters: RowFilters, *, granularity: str, margin_scheme: str, stats: ConsensusStats
-) -> Iterator[dict[str, Any]]:
-    """Rows of the platform's own annotations, ordered by comparison (then annotation)."""
+) -> Iterator[CountedRow]:
+    """Rows of the platform's own annotations, ordered by comparison (then annotation), with their word counts."""
     margins = MARGINS[margin_scheme]
     # One hash per annotator, not per row.
     voter = functools.cache(pseudonym)
@@ -324,8 +340,9 @@ def platform_rows(
         yield _row(representative, context, margins, voters, agreement)
 
 
-def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[dict[str, Any]]:
-    """Imported open-source pairs (all in the train split); they carry no strength, so their margin is 0."""
+def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[CountedRow]:
+    """Imported open-source pairs (all in the train split); they carry no strength, so their margin is 0, and no
+    stored word counts."""
     preferences = ExternalPreference.objects.order_by("id")
     if harmless is not None:
         preferences = preferences.filter(harmless=harmless)
@@ -356,4 +373,4 @@ def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[dict
             agreement=None,
             split="train",
         )
-        yield row
+        yield row, None

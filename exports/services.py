@@ -26,7 +26,7 @@ from backend.batches.services.prompts import prompt_create
 from backend.errors import InvalidInput
 from backend.idempotency import create_once
 from exports.models import ExportRun, ExternalPreference
-from exports.rows import ConsensusStats, RowFilters, annotation_count, external_rows, platform_rows
+from exports.rows import ConsensusStats, CountedRow, RowFilters, annotation_count, external_rows, platform_rows
 from exports.schema import MARGINS, SCHEMA_VERSION
 from exports.stats import WHITESPACE, DatasetStatistics, token_counter
 from exports.writers import FORMATS, SplitWriter
@@ -154,18 +154,18 @@ def _row_filters(filters: dict[str, Any], focus: str | None = None) -> RowFilter
     )
 
 
-Source = Callable[[], Iterator[dict[str, Any]]]
+Source = Callable[[], Iterator[CountedRow]]
 
 
-def _sample(sources: list[Source], count: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+def _sample(sources: list[Source], count: int, rng: random.Random) -> Iterator[CountedRow]:
     """Exactly `count` rows (or all, if fewer) drawn without replacement from the sources, in stream order."""
     total = sum(sum(1 for _ in source()) for source in sources)
     keep = set(rng.sample(range(total), min(count, total)))
     index = 0
     for source in sources:
-        for row in source():
+        for counted in source():
             if index in keep:
-                yield row
+                yield counted
             index += 1
 
 
@@ -249,9 +249,9 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
         next_progress = 0.0
         with SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
             for source in sources:
-                for row in source():
+                for row, words in source():
                     writer.write(row)
-                    statistics.add(row)
+                    statistics.add(row, words)
                     written += 1
                     if written % PROGRESS_EVERY == 0 and time.monotonic() >= next_progress:
                         _set_progress(run, written, on_progress)
@@ -316,10 +316,10 @@ def batch_statistics(*, batch: Batch) -> dict[str, Any]:
     """The manifest's figures for one batch, computed live (consensus rows, whitespace tokens)."""
     statistics = DatasetStatistics(count_tokens=token_counter(WHITESPACE)[1], tokenizer=WHITESPACE)
     consensus = ConsensusStats()
-    for row in platform_rows(
+    for row, words in platform_rows(
         RowFilters(batch_ids=(batch.pk,)), granularity="comparison", margin_scheme="none", stats=consensus
     ):
-        statistics.add(row)
+        statistics.add(row, words)
     figures = statistics.as_dict()
     return {
         "counts": figures["counts"],

@@ -5,21 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.batches.words import whitespace_tokens
+
 WHITESPACE = "whitespace"
-
-
-# The ASCII characters that str.split() splits on, as b" "; every other byte as b"a". A word starts at each
-# b" a" and at a leading b"a".
-_WORD_MARKS = bytes(32 if byte in (*range(9, 14), *range(28, 33)) else 97 for byte in range(256))
-
-
-def whitespace_tokens(text: str) -> int:
-    """`len(text.split())`, counted in two C passes over the bytes, without building the list, when the text is
-    ASCII (Unicode has more whitespace: the rest take str.split)."""
-    if text.isascii():
-        marks = text.encode("ascii").translate(_WORD_MARKS)
-        return marks.count(b" a") + marks.startswith(b"a")
-    return len(text.split())
 
 
 def token_counter(tokenizer: str) -> tuple[str, Callable[[str], int]]:
@@ -45,16 +33,24 @@ class DatasetStatistics:
     # Rows by (split, focus, strength, safety label, source): one count per row, not five.
     kinds: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
 
-    def add(self, row: dict[str, Any]) -> None:
-        count = self.count_tokens
-        turns = tokens = 0
+    def add(self, row: dict[str, Any], words: tuple[int, int, int] | None = None) -> None:
+        """Count a row. `words`: its whitespace word counts as stored (prompt with its context, chosen, rejected),
+        taken instead of counting the text again when this counts whitespace tokens."""
+        turns = 0
         for message in row["prompt"]:
             turns += message["role"] == "user"
-            tokens += count(message["content"])
+        if words is None or self.tokenizer != WHITESPACE:
+            count = self.count_tokens
+            words = (
+                sum(count(message["content"]) for message in row["prompt"]),
+                count(row["chosen"][0]["content"]),
+                count(row["rejected"][0]["content"]),
+            )
+        prompt, chosen, rejected = words
         self.rows += 1
         self.turns += turns
-        self.prompt_tokens += tokens
-        self.response_tokens += (count(row["chosen"][0]["content"]) + count(row["rejected"][0]["content"])) // 2
+        self.prompt_tokens += prompt
+        self.response_tokens += (chosen + rejected) // 2
         self.kinds[
             (
                 row["split"],

@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from backend.batches.words import whitespace_tokens
 from backend.checkpoints.models import Checkpoint
 
 
@@ -26,6 +27,31 @@ class SafetyLabel(models.TextChoices):
     CHOSEN_SAFE_OTHER_UNSAFE = "chosen_safe_other_unsafe", "Chosen is safe, the other is unsafe"
     BOTH_SAFE = "both_safe", "Both are safe"
     BOTH_UNSAFE = "both_unsafe", "Both are unsafe"
+
+
+class WordCountField(models.PositiveIntegerField):
+    """The whitespace word count of another field of the same row (`len(text.split())`), set whenever the row is
+    written through the ORM (save and bulk_create call `pre_save`).
+
+    Exports report the Llama 2 Table 6 averages of every row they write; counted from the text, that was a
+    quarter of a 1M-row export's time. Stored, it is read with the row.
+    """
+
+    def __init__(self, *args: object, source: str = "text", **kwargs: object) -> None:
+        self.source = source
+        kwargs.setdefault("default", 0)
+        kwargs.setdefault("editable", False)
+        kwargs.setdefault("help_text", f"Whitespace-separated words in {source}, counted when the row is saved.")
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def deconstruct(self) -> tuple[str, str, list[object], dict[str, object]]:
+        name, path, args, kwargs = super().deconstruct()
+        return name, path, args, {**kwargs, "source": self.source}
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> int:
+        count = whitespace_tokens(getattr(model_instance, self.source))
+        setattr(model_instance, self.attname, count)
+        return count
 
 
 class Focus(models.TextChoices):
@@ -74,6 +100,7 @@ class Turn(models.Model):
     index = models.PositiveIntegerField(help_text="0-based position in the dialogue.")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
+    word_count = WordCountField(source="content")
 
     class Meta:
         ordering = ["dialogue", "index"]
@@ -87,6 +114,7 @@ class Prompt(models.Model):
     """The user message the two responses answer; `dialogue` (if any) holds the turns before it."""
 
     text = models.TextField()
+    word_count = WordCountField()
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -213,6 +241,7 @@ class Response(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="responses")
     text = models.TextField(blank=True)
+    word_count = WordCountField()
     temperature = models.FloatField()
     top_p = models.FloatField(default=1.0)
     seed = models.BigIntegerField(null=True, blank=True)

@@ -150,6 +150,32 @@ def test_multi_turn_prompts_carry_the_whole_dialogue():
     assert rows[0]["prompt"][-1]["content"] == "And then?"
 
 
+def test_table6_statistics_count_the_words_of_the_exported_texts():
+    """The manifest reads the word counts stored with each text; they must be what counting the files gives."""
+    from backend.batches.services.prompts import dialogue_continue
+
+    annotator = make_user(Role.ANNOTATOR)
+    first = judge(make_batch(comparisons=1, held_out_size=0), annotator)
+    next_prompt, _ = dialogue_continue(annotation_id=first.pk, annotator=annotator, next_message="And  then,\tplease?")
+    batch = make_batch(comparisons=0, open_it=False, held_out_size=0)
+    make_comparison(batch, prompt=next_prompt, texts=("a long\n\nanswer in two paragraphs", "short"))
+    make_comparison(batch, texts=("naïve café answer", "x"))
+    batch = batch_open(batch=batch)
+    judge(batch, annotator)
+    judge(batch, annotator, choice="b")
+    preferences_import(content=HH, source="hh", harmless=False)
+    run = build(filters={"batches": [batch.pk]}, mix="helpfulness", seed=1)
+    rows = read_jsonl(Path(run.directory) / "train.jsonl")
+    prompt_words = [sum(len(m["content"].split()) for m in row["prompt"]) for row in rows]
+    response_words = [
+        (len(row["chosen"][0]["content"].split()) + len(row["rejected"][0]["content"].split())) // 2 for row in rows
+    ]
+    statistics = run.manifest["statistics"]
+    assert {row["source"] for row in rows} == {"platform", "hh"}
+    assert statistics["avg_tokens_in_prompt"] == round(sum(prompt_words) / len(rows), 2)
+    assert statistics["avg_tokens_in_response"] == round(sum(response_words) / len(rows), 2)
+
+
 HH = "\n".join(
     json.dumps(pair)
     for pair in [
