@@ -5,6 +5,9 @@ Assignment is one annotator's lease on it, with the display order fixed by its s
 Annotation is the forced choice with its strength and, in safety batches, its safety label.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -44,7 +47,7 @@ class WordCountField(models.PositiveIntegerField):
         kwargs.setdefault("help_text", f"Whitespace-separated words in {source}, counted when the row is saved.")
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def deconstruct(self) -> tuple[str, str, list[object], dict[str, object]]:
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         name, path, args, kwargs = super().deconstruct()
         return name, path, args, {**kwargs, "source": self.source}
 
