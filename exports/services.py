@@ -1,6 +1,7 @@
 """Creating and building export runs, and importing prompt pools and open-source preference data."""
 
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -247,7 +249,7 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
         sources, mix = _plan(run, consensus)
         written = 0
         next_progress = 0.0
-        with SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
+        with _collector_frozen(), SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
             for source in sources:
                 for row, words in source():
                     writer.write(row)
@@ -276,6 +278,27 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
     )
     run.refresh_from_db()
     return run
+
+
+@contextmanager
+def _collector_frozen() -> Iterator[None]:
+    """The garbage collector, kept from walking the whole process over and over while an export runs.
+
+    Parquet rows wait in memory for their Arrow batch long enough to reach the oldest generation (some 10 objects a
+    row), and about every 10k rows that set off a full collection, each walking every object in the process
+    (Django's and pyarrow's, some 400k): 98 of them, 4 s of a 16 s 1M-row export. The objects from before the
+    export are frozen out of collections, and a full one comes after 100 middle ones instead of 10: 0.8 s in all.
+    (Rows are trees that reference counting frees, but switching the collector off let Django's cyclic garbage
+    grow by 20 MB per million rows.)
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _manifest(

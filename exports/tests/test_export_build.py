@@ -1,5 +1,6 @@
 """Exports: files that datasets and TRL load as they are, deterministic, filtered, split, mixed."""
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -240,6 +241,22 @@ def test_a_failed_build_leaves_no_files(monkeypatch, exports_root):
     run.refresh_from_db()
     assert run.status == ExportRun.Status.FAILED and "disk full" in run.error
     assert not exports_root.exists() or list(exports_root.iterdir()) == []
+
+
+def test_a_build_leaves_the_garbage_collector_as_it_found_it(monkeypatch):
+    """The export tunes the collector while it streams (a process-wide setting): a Celery worker gets it back."""
+    judged_batch(3)
+    thresholds = gc.get_threshold()
+    build()
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("exports.stats.DatasetStatistics.add", broken)
+    with pytest.raises(OSError):
+        build(margin_scheme="large")
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
 
 
 def test_a_two_step_trl_reward_trainer_run_takes_the_files_as_they_are(tmp_path):
