@@ -47,6 +47,9 @@ queue, so the four share the load evenly (0.30-0.35 core each) and the tail stay
 After (backend/batches/hot_path_sql.py, serializers made once), four runs each on a machine with other load:
 sync x 4: 133-161 / 98-144 rt/s (p99 69-96 / 577-798 ms); sync x 3: 106-214 / 109-170 (p99 52-106 / 519-751 ms):
 no worker count wins clearly at this noise, so the default stays at two per core.
+On a faster 2-core machine (2026-11-23, quiet; three runs, sync x 4): 8 clients 298-303 rt/s, p99 36-38 ms;
+64 clients 293-296 rt/s, p99 253-277 ms; ratio 0.51-0.52; per round trip gunicorn used 3.3 ms of CPU and
+PostgreSQL 2.7 ms (7.5-7.9 and 4.6 ms on the machine above).
 Override with --worker-class/--workers/--threads.
 
 Usage:
