@@ -37,7 +37,9 @@ class WordCountField(models.PositiveIntegerField):
     written through the ORM (save and bulk_create call `pre_save`).
 
     Exports report the Llama 2 Table 6 averages of every row they write; counted from the text, that was a
-    quarter of a 1M-row export's time. Stored, it is read with the row.
+    quarter of a 1M-row export's time. Stored, it is read with the row. A write that bypasses `pre_save`
+    (`QuerySet.update(text=...)`, or `save(update_fields=[...])` naming the text but not this field) leaves the
+    count as it was: nothing in the code does either.
     """
 
     def __init__(self, *args: object, source: str = "text", **kwargs: object) -> None:
