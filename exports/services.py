@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -249,7 +250,7 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
         sources, mix = _plan(run, consensus)
         written = 0
         next_progress = 0.0
-        with _collector_frozen(), SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
+        with _collector_tuned(), SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
             for source in sources:
                 for row, words in source():
                     writer.write(row)
@@ -280,25 +281,42 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
     return run
 
 
-@contextmanager
-def _collector_frozen() -> Iterator[None]:
-    """The garbage collector, kept from walking the whole process over and over while an export runs.
+class _CollectorTuning:
+    """The garbage collector, kept from walking the whole process over and over while exports run.
 
     Parquet rows wait in memory for their Arrow batch long enough to reach the oldest generation (some 10 objects a
     row), and about every 10k rows that set off a full collection, each walking every object in the process
     (Django's and pyarrow's, some 400k): 98 of them, 4 s of a 16 s 1M-row export. The objects from before the
     export are frozen out of collections, and a full one comes after 100 middle ones instead of 10: 0.8 s in all.
     (Rows are trees that reference counting frees, but switching the collector off let Django's cyclic garbage
-    grow by 20 MB per million rows.)
+    grow by 20 MB per million rows.) The collector is the process's: exports running at once on threads of one
+    worker share the tuning, and the last to finish puts the collector back as the first found it.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(thresholds[0], thresholds[1], 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exports = 0
+        self._thresholds = gc.get_threshold()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._exports == 0:
+                self._thresholds = gc.get_threshold()
+                gc.freeze()
+                gc.set_threshold(self._thresholds[0], self._thresholds[1], 100)
+            self._exports += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._exports -= 1
+                if self._exports == 0:
+                    gc.set_threshold(*self._thresholds)
+                    gc.unfreeze()
+
+
+_collector_tuned = _CollectorTuning()
 
 
 def _manifest(

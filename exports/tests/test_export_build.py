@@ -259,6 +259,18 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(monkeypatch):
     assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
 
 
+def test_overlapping_builds_share_the_collector_tuning():
+    """Two exports on threads of one worker: the first to finish must not restore the collector under the other."""
+    from exports.services import _collector_tuned
+
+    thresholds = gc.get_threshold()
+    with _collector_tuned():
+        with _collector_tuned():
+            assert gc.get_threshold()[2] == 100
+        assert gc.get_threshold()[2] == 100 and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+
+
 def test_a_two_step_trl_reward_trainer_run_takes_the_files_as_they_are(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
