@@ -47,7 +47,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy backend sampler annotator exports training
+	$(BIN)/mypy preference_format backend sampler annotator exports training loop insights config
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -93,7 +93,7 @@ def client_for():
 @pytest.fixture
 def real_broker():
     """The project's Celery app sending to the real Redis broker (a database of its own, emptied), not eagerly."""
-    from backend.celery import app
+    from config.celery import app
 
     url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
     previous = {key: app.conf[key] for key in ("task_always_eager", "broker_url")}

@@ -6,21 +6,17 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from backend.accounts.roles import Role, user_has_role
-from backend.batches.models import Assignment, Batch, SafetyLabel, SkipReason, Strength
-from backend.batches.selectors import annotator_batch_overview, batch_get
+from backend.batches.models import Batch, SkipReason
+from backend.batches.selectors import annotator_batch_overview, batch_get, own_assignment
 from backend.batches.services.annotations import SAFETY_LABEL_CHOSEN_UNSAFE
 from backend.errors import NotFound
+from preference_format import STRENGTHS, SafetyLabel, Strength, choices
 
 # The keyboard map is data so the page, the help panel and the tests read the same keys.
 KEYS = {
     "choose_a": "a",
     "choose_b": "b",
-    "strength": {
-        "1": Strength.SIGNIFICANTLY_BETTER,
-        "2": Strength.BETTER,
-        "3": Strength.SLIGHTLY_BETTER,
-        "4": Strength.NEGLIGIBLY_BETTER_OR_UNSURE,
-    },
+    "strength": {str(key): strength.value for key, strength in enumerate(STRENGTHS, start=1)},  # 1: strongest
     # Safety batches: each response is marked safe or unsafe; the page derives the safety label.
     "safety": {"q": ["a", "safe"], "w": ["a", "unsafe"], "o": ["b", "safe"], "p": ["b", "unsafe"]},
     "submit": "Enter",
@@ -53,8 +49,8 @@ def _work_page(request: HttpRequest, batch: Batch, assignment_id: int | None) ->
         },
         "assignmentId": assignment_id,
         "keys": KEYS,
-        "strengths": [{"value": value, "label": label} for value, label in Strength.choices],
-        "safetyLabels": [{"value": value, "label": label} for value, label in SafetyLabel.choices],
+        "strengths": [{"value": value, "label": label} for value, label in choices(Strength)],
+        "safetyLabels": [{"value": value, "label": label} for value, label in choices(SafetyLabel)],
         "skipReasons": [{"value": value, "label": label} for value, label in SkipReason.choices],
         "chosenUnsafeMessage": SAFETY_LABEL_CHOSEN_UNSAFE,
         "userId": request.user.pk,
@@ -78,11 +74,7 @@ def batch_work(request: HttpRequest, batch_id: int) -> HttpResponse:
 @login_required
 def assignment_work(request: HttpRequest, assignment_id: int) -> HttpResponse:
     """Open one of your own assignments (a reload, a link); anyone else's is a 404."""
-    assignment = (
-        Assignment.objects.select_related("comparison__batch")
-        .filter(pk=assignment_id, annotator_id=request.user.pk)
-        .first()
-    )
+    assignment = own_assignment(assignment_id=assignment_id, annotator=request.user)  # type: ignore[arg-type]
     if assignment is None:
         raise Http404("No such assignment of yours.")
     return _work_page(request, assignment.comparison.batch, assignment.pk)

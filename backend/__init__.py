@@ -1,5 +1,1 @@
-"""The Django project: settings, URLs, the Celery app and the domain apps."""
-
-from backend.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The core: settings, accounts and roles, the audit log, batches, the checkpoint registry, errors and jobs."""

@@ -16,10 +16,6 @@ class InvalidInput(ServiceError):
     status_code = 400
 
 
-class Forbidden(ServiceError):
-    status_code = 403
-
-
 class NotFound(ServiceError):
     status_code = 404
 

@@ -8,11 +8,11 @@ from django.http import HttpRequest
 
 from backend.errors import InvalidInput
 from exports.models import ExportRun, ExternalPreference
-from exports.schema import MARGINS
 from exports.services import export_create, export_options_check
 from exports.stats import WHITESPACE
 from exports.tasks import enqueue_export
 from exports.writers import FORMATS
+from preference_format import MARGIN_SCHEME_NAMES
 
 OPTIONS = ("filters", "formats", "granularity", "margin_scheme", "mix", "tokenizer")
 
@@ -26,7 +26,7 @@ class ExportRunCreateForm(forms.ModelForm):
         required=False, initial=dict, help_text='e.g. {"batches": [1, 2], "focus": "safety", "drop_unsure": true}'
     )
     formats = forms.MultipleChoiceField(choices=[(f, f) for f in FORMATS], initial=list(FORMATS))
-    margin_scheme = forms.ChoiceField(choices=[(m, m) for m in MARGINS], initial="none")
+    margin_scheme = forms.ChoiceField(choices=[(m, m) for m in MARGIN_SCHEME_NAMES], initial="none")
     tokenizer = forms.CharField(initial=WHITESPACE, help_text="'whitespace' or a tokenizer directory.")
 
     class Meta:

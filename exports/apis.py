@@ -6,24 +6,26 @@ from typing import Any
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.accounts.permissions import IsBatchAdmin, IsResearcher, IsStaffRole
+from backend.accounts.permissions import IsResearcher, IsStaffRole
 from backend.accounts.roles import authenticated_user
-from backend.batches.models import Batch
+from backend.api import UploadSerializer, queued_or_ok
+from backend.batches.selectors import batch_by_id
 from backend.errors import NotFound
+from exports.imports import preferences_import
 from exports.models import ExportRun
-from exports.services import batch_statistics, export_create, preferences_import, prompts_import
+from exports.selectors import export_run_by_id, export_run_list
+from exports.services import batch_statistics, export_create
 from exports.stats import WHITESPACE
 from exports.tasks import enqueue_export
 from exports.writers import FORMATS
+from preference_format import MARGIN_SCHEME_NAMES
 
 FILE_NOT_FOUND = "This export has no such file."
-MAX_IMPORT_BYTES = 200 * 1024 * 1024
 
 
 class ExportRunSerializer(serializers.ModelSerializer):
@@ -67,7 +69,7 @@ class ExportListCreateApi(APIView):
         filters = serializers.JSONField(required=False, default=dict)
         formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS), default=list(FORMATS))
         granularity = serializers.ChoiceField(choices=ExportRun.Granularity.choices, default="comparison")
-        margin_scheme = serializers.ChoiceField(choices=["none", "small", "large"], default="none")
+        margin_scheme = serializers.ChoiceField(choices=MARGIN_SCHEME_NAMES, default="none")
         mix = serializers.ChoiceField(choices=ExportRun.Mix.choices, default="", allow_blank=True)
         seed = serializers.IntegerField(default=0)
         tokenizer = serializers.CharField(default=WHITESPACE, max_length=1000)
@@ -75,7 +77,7 @@ class ExportListCreateApi(APIView):
 
     @extend_schema(responses=ExportRunSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return Response(ExportRunSerializer(ExportRun.objects.all()[:200], many=True).data)
+        return Response(ExportRunSerializer(export_run_list(), many=True).data)
 
     @extend_schema(request=InputSerializer, responses={202: ExportRunSerializer, 200: ExportRunSerializer})
     def post(self, request: Request) -> Response:
@@ -85,9 +87,7 @@ class ExportListCreateApi(APIView):
             created_by=authenticated_user(request), enqueue=enqueue_export, **data.validated_data
         )
         run.refresh_from_db()
-        return Response(
-            ExportRunSerializer(run).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-        )
+        return Response(ExportRunSerializer(run).data, status=queued_or_ok(created))
 
 
 class ExportDetailApi(APIView):
@@ -95,7 +95,7 @@ class ExportDetailApi(APIView):
 
     @extend_schema(responses=ExportRunSerializer)
     def get(self, request: Request, export_id: int) -> Response:
-        return Response(ExportRunSerializer(get_object_or_404(ExportRun, pk=export_id)).data)
+        return Response(ExportRunSerializer(export_run_by_id(export_id=export_id)).data)
 
 
 class ExportFileApi(APIView):
@@ -105,7 +105,7 @@ class ExportFileApi(APIView):
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, export_id: int, name: str) -> FileResponse:
-        run = get_object_or_404(ExportRun, pk=export_id, status=ExportRun.Status.DONE)
+        run = export_run_by_id(export_id=export_id, done=True)
         allowed = {entry["name"] for entry in run.manifest.get("files", [])} | {"manifest.json"}
         if name not in allowed:
             raise NotFound(FILE_NOT_FOUND)
@@ -119,34 +119,7 @@ class BatchStatisticsApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request: Request, batch_id: int) -> Response:
-        return Response(batch_statistics(batch=get_object_or_404(Batch, pk=batch_id)))
-
-
-class _UploadSerializer(serializers.Serializer):
-    file = serializers.FileField()
-
-    def validate_file(self, upload: Any) -> Any:
-        if upload.size > MAX_IMPORT_BYTES:
-            raise serializers.ValidationError(f"The file is larger than {MAX_IMPORT_BYTES // 2**20} MB.")
-        return upload
-
-
-class PromptImportApi(APIView):
-    """Add prompts to the pool from a JSONL or CSV file ('text', 'is_safety', 'is_adversarial', 'tags')."""
-
-    permission_classes = [IsBatchAdmin]
-    parser_classes = [MultiPartParser, FormParser]
-
-    @extend_schema_serializer(component_name="PromptImportInput")
-    class InputSerializer(_UploadSerializer):
-        pass
-
-    @extend_schema(request=InputSerializer, responses=dict)
-    def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        counts = prompts_import(content=data.validated_data["file"].read(), created_by=authenticated_user(request))
-        return Response(counts, status=status.HTTP_201_CREATED)
+        return Response(batch_statistics(batch=batch_by_id(batch_id=batch_id)))
 
 
 class PreferenceImportApi(APIView):
@@ -156,7 +129,7 @@ class PreferenceImportApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema_serializer(component_name="PreferenceImportInput")
-    class InputSerializer(_UploadSerializer):
+    class InputSerializer(UploadSerializer):
         source = serializers.CharField(max_length=100)  # type: ignore[assignment]
         harmless = serializers.BooleanField()
 

@@ -3,15 +3,13 @@
 from django.conf import settings
 from django.db import models
 
+from backend.jobs import JobStatus
+
 
 class ExportRun(models.Model):
     """One build of a dataset: who asked, with which filters, and what came out."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     class Granularity(models.TextChoices):
         COMPARISON = "comparison", "One row per comparison (consensus of its annotations)"

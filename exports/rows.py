@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -23,7 +23,7 @@ from django.db.models import Q
 
 from backend.batches.models import Annotation, Turn
 from exports.models import ExternalPreference
-from exports.schema import MARGINS, STRENGTHS
+from preference_format import MARGIN_SCHEMES, STRENGTHS, MarginTable, SafetyLabel, Split, Strength
 
 BLOCK = 2000
 # Blocks the reader thread may hold ready (PostgreSQL, outside a transaction): memory stays bounded.
@@ -31,33 +31,64 @@ READ_AHEAD = 3
 # A reader whose blocks nobody takes for this long gives up, closing its transaction (an abandoned export).
 READER_PATIENCE_S = 600.0
 READER_GAVE_UP = "The export's reader stopped: no block was taken for {seconds:.0f} s."
-_FIELDS = (
-    "comparison_id",
-    "annotator_id",
-    "strength",
-    "safety_label",
-    "chosen_response_id",
-    "chosen_response__text",
-    "chosen_response__checkpoint__name",
-    "chosen_response__temperature",
-    "chosen_response__seed",
-    "rejected_response__text",
-    "rejected_response__checkpoint__name",
-    "rejected_response__temperature",
-    "rejected_response__seed",
-    "comparison__prompt__text",
-    "comparison__prompt__dialogue_id",
-    "comparison__batch__name",
-    "comparison__batch__iso_week",
-    "comparison__batch__focus",
-    "comparison__is_held_out",
-    "comparison__prompt__word_count",
-    "chosen_response__word_count",
-    "rejected_response__word_count",
-)
+EXTERNAL_MARGIN = 0.0
+"""The margin of imported pairs, which have no strength: that of the weakest level under every scheme."""
+
+
+class AnnotationRow(NamedTuple):
+    """One annotation as the export reads it: the judgement, both responses, the prompt and its batch."""
+
+    comparison_id: int
+    annotator_id: int
+    strength: str
+    safety_label: str
+    chosen_response_id: int
+    chosen_text: str
+    chosen_checkpoint: str
+    chosen_temperature: float
+    chosen_seed: int
+    rejected_text: str
+    rejected_checkpoint: str
+    rejected_temperature: float
+    rejected_seed: int
+    prompt_text: str
+    dialogue_id: int | None
+    batch_name: str
+    week: str
+    focus: str
+    held_out: bool
+    prompt_words: int
+    chosen_words: int
+    rejected_words: int
+
+
+_LOOKUPS = {
+    "comparison_id": "comparison_id",
+    "annotator_id": "annotator_id",
+    "strength": "strength",
+    "safety_label": "safety_label",
+    "chosen_response_id": "chosen_response_id",
+    "chosen_text": "chosen_response__text",
+    "chosen_checkpoint": "chosen_response__checkpoint__name",
+    "chosen_temperature": "chosen_response__temperature",
+    "chosen_seed": "chosen_response__seed",
+    "rejected_text": "rejected_response__text",
+    "rejected_checkpoint": "rejected_response__checkpoint__name",
+    "rejected_temperature": "rejected_response__temperature",
+    "rejected_seed": "rejected_response__seed",
+    "prompt_text": "comparison__prompt__text",
+    "dialogue_id": "comparison__prompt__dialogue_id",
+    "batch_name": "comparison__batch__name",
+    "week": "comparison__batch__iso_week",
+    "focus": "comparison__batch__focus",
+    "held_out": "comparison__is_held_out",
+    "prompt_words": "comparison__prompt__word_count",
+    "chosen_words": "chosen_response__word_count",
+    "rejected_words": "rejected_response__word_count",
+}
+"""Where each field of an AnnotationRow comes from, as ORM lookups from the annotation."""
 # Safety labels in order of caution: a tied vote settles on the more cautious label.
-_SAFETY_ORDER = ("both_unsafe", "chosen_safe_other_unsafe", "both_safe", "")
-_UNSURE = "negligibly_better_or_unsure"
+_SAFETY_ORDER = (SafetyLabel.BOTH_UNSAFE, SafetyLabel.CHOSEN_SAFE_OTHER_UNSAFE, SafetyLabel.BOTH_SAFE, "")
 
 
 @dataclass(frozen=True)
@@ -104,7 +135,7 @@ def _filtered(filters: RowFilters) -> Any:
 
 
 def _annotations(filters: RowFilters) -> Any:
-    return _filtered(filters).order_by("comparison_id", "id").values_list(*_FIELDS)
+    return _filtered(filters).order_by("comparison_id", "id").values_list(*(_LOOKUPS[f] for f in AnnotationRow._fields))
 
 
 def annotation_count(filters: RowFilters) -> int:
@@ -119,7 +150,7 @@ CountedRow = tuple[dict[str, Any], Words | None]
 # A dialogue's turns before the prompt, as messages, and their words.
 _Context = tuple[list[dict[str, str]], int]
 _NO_CONTEXT: _Context = ([], 0)
-_Block = tuple[list[tuple[Any, ...]], dict[int, _Context]]
+_Block = tuple[list[AnnotationRow], dict[int, _Context]]
 
 
 def _read(filters: RowFilters) -> Iterator[_Block]:
@@ -129,8 +160,9 @@ def _read(filters: RowFilters) -> Iterator[_Block]:
     # The raw rows of the values_list: on PostgreSQL a server-side cursor read in blocks.
     with connection.chunked_cursor() if chunked else connection.cursor() as cursor:
         cursor.execute(sql, params)
-        while block := cursor.fetchmany(BLOCK):
-            yield block, _turns({row[14] for row in block if row[14]})
+        while raw := cursor.fetchmany(BLOCK):
+            block = list(map(AnnotationRow._make, raw))
+            yield block, _turns({row.dialogue_id for row in block if row.dialogue_id})
 
 
 def _read_ahead(filters: RowFilters) -> Iterator[_Block]:
@@ -194,26 +226,26 @@ def _blocks(filters: RowFilters) -> Iterator[_Block]:
     return _read(filters)
 
 
-def _groups(filters: RowFilters) -> Iterator[tuple[list[tuple[Any, ...]], _Context]]:
+def _groups(filters: RowFilters) -> Iterator[tuple[list[AnnotationRow], _Context]]:
     """Each comparison's annotations (in id order) with its dialogue context, in comparison order."""
-    group: list[tuple[Any, ...]] = []
+    group: list[AnnotationRow] = []
     context = _NO_CONTEXT
     for block, turns in _blocks(filters):
         for row in block:
-            if group and row[0] == group[0][0]:
+            if group and row.comparison_id == group[0].comparison_id:
                 group.append(row)
                 continue
             if group:
                 yield group, context
             group = [row]
-            context = turns.get(row[14], _NO_CONTEXT) if row[14] else _NO_CONTEXT
+            context = turns.get(row.dialogue_id, _NO_CONTEXT) if row.dialogue_id else _NO_CONTEXT
     if group:
         yield group, context
 
 
 def _turns(dialogue_ids: set[int]) -> dict[int, _Context]:
-    """The context of each dialogue. Plain SQL on the caller's connection: one query per block, and composing it
-    through the ORM cost more than running it (a twentieth of a 1M-row export)."""
+    """The context of each dialogue. Plain SQL on the caller's connection: one query per block (composed through
+    the ORM, the query cost more to build than to run)."""
     turns: dict[int, _Context] = {}
     if not dialogue_ids:
         return turns
@@ -231,127 +263,105 @@ def _turns(dialogue_ids: set[int]) -> dict[int, _Context]:
 
 
 def _row(
-    first: tuple[Any, ...],
+    first: AnnotationRow,
     context: _Context,
-    margins: dict[str, float] | None,
+    margins: MarginTable | None,
     annotators: list[str],
     agreement: float | None,
 ) -> CountedRow:
     """One output row, its keys in the schema's order (the writers rely on it for speed, not correctness), and its
     stored word counts."""
-    (
-        comparison_id,
-        _annotator,
-        strength,
-        safety_label,
-        _chosen_id,
-        chosen_text,
-        chosen_checkpoint,
-        chosen_temperature,
-        chosen_seed,
-        rejected_text,
-        rejected_checkpoint,
-        rejected_temperature,
-        rejected_seed,
-        prompt_text,
-        _dialogue_id,
-        batch_name,
-        week,
-        focus,
-        held_out,
-        prompt_words,
-        chosen_words,
-        rejected_words,
-    ) = first
     turns, context_words = context
-    question = {"role": "user", "content": prompt_text}
+    question = {"role": "user", "content": first.prompt_text}
     row: dict[str, Any] = {
         "prompt": [*turns, question] if turns else [question],
-        "chosen": [{"role": "assistant", "content": chosen_text}],
-        "rejected": [{"role": "assistant", "content": rejected_text}],
-        "margin": None if margins is None else margins[strength],
-        "strength": strength,
-        "safety_label": safety_label,
-        "is_safety": focus == "safety",
-        "chosen_checkpoint": chosen_checkpoint,
-        "chosen_temperature": chosen_temperature,
-        "chosen_seed": chosen_seed,
-        "rejected_checkpoint": rejected_checkpoint,
-        "rejected_temperature": rejected_temperature,
-        "rejected_seed": rejected_seed,
+        "chosen": [{"role": "assistant", "content": first.chosen_text}],
+        "rejected": [{"role": "assistant", "content": first.rejected_text}],
+        "margin": None
+        if margins is None
+        else margins[first.strength],  # a judged row has a strength (a database constraint)
+        "strength": first.strength,
+        "safety_label": first.safety_label,
+        "is_safety": first.focus == "safety",
+        "chosen_checkpoint": first.chosen_checkpoint,
+        "chosen_temperature": first.chosen_temperature,
+        "chosen_seed": first.chosen_seed,
+        "rejected_checkpoint": first.rejected_checkpoint,
+        "rejected_temperature": first.rejected_temperature,
+        "rejected_seed": first.rejected_seed,
         "source": "platform",
-        "batch": batch_name,
-        "week": week,
-        "comparison_id": comparison_id,
+        "batch": first.batch_name,
+        "week": first.week,
+        "comparison_id": first.comparison_id,
         "annotators": annotators,
         "agreement": agreement,
-        "split": "test" if held_out else "train",
+        "split": Split.TEST if first.held_out else Split.TRAIN,
     }
     if margins is None:
         del row["margin"]
-    return row, (context_words + prompt_words, chosen_words, rejected_words)
+    return row, (context_words + first.prompt_words, first.chosen_words, first.rejected_words)
 
 
 def _consensus(
-    group: list[tuple[Any, ...]], stats: ConsensusStats, voter: Callable[[int], str] = pseudonym
-) -> tuple[tuple[Any, ...], list[str], float] | None:
+    group: list[AnnotationRow], stats: ConsensusStats, voter: Callable[[int], str] = pseudonym
+) -> tuple[AnnotationRow, list[str], float] | None:
     """The majority side of a comparison's annotations, with its strength, label, voters and agreement."""
-    votes = Counter(row[4] for row in group)
+    votes = Counter(row.chosen_response_id for row in group)
     (winner, top), *rest = votes.most_common()
     if rest and rest[0][1] == top:
         stats.ties_dropped += 1
         return None
-    majority = [row for row in group if row[4] == winner]
-    strengths = Counter(row[2] for row in majority)
+    majority = [row for row in group if row.chosen_response_id == winner]
+    strengths = Counter(row.strength for row in majority)
     # Most common strength; among equals, the weaker one (a cautious margin).
     strength = max(strengths, key=lambda s: (strengths[s], STRENGTHS.index(s)))
-    labels = Counter(row[3] for row in majority)
+    labels = Counter(row.safety_label for row in majority)
     label = max(labels, key=lambda value: (labels[value], -_SAFETY_ORDER.index(value)))
-    representative = next(row for row in majority if row[2] == strength)
-    representative = (*representative[:2], strength, label, *representative[4:])
+    representative = next(row for row in majority if row.strength == strength)
+    representative = representative._replace(safety_label=label)
     agreement = top / len(group)
     stats.agreement[round(agreement, 4)] += 1
-    return representative, sorted(voter(row[1]) for row in majority), agreement
+    return representative, sorted(voter(row.annotator_id) for row in majority), agreement
 
 
 def platform_rows(
     filters: RowFilters, *, granularity: str, margin_scheme: str, stats: ConsensusStats
 ) -> Iterator[CountedRow]:
     """Rows of the platform's own annotations, ordered by comparison (then annotation), with their word counts."""
-    margins = MARGINS[margin_scheme]
+    margins = MARGIN_SCHEMES[margin_scheme]
     # One hash per annotator, not per row.
     voter = functools.cache(pseudonym)
     for group, context in _groups(filters):
         stats.comparisons_seen += 1
         if granularity == "annotation":
             for annotation in group:
-                if filters.drop_unsure and annotation[2] == _UNSURE:
+                if filters.drop_unsure and annotation.strength == Strength.NEGLIGIBLY_BETTER_OR_UNSURE:
                     stats.unsure_dropped += 1
                     continue
-                yield _row(annotation, context, margins, [voter(annotation[1])], None)
+                yield _row(annotation, context, margins, [voter(annotation.annotator_id)], None)
             continue
         if len(group) == 1:
             # A single vote is its own majority: what _consensus would return, without the counting.
-            representative, voters, agreement = group[0], [voter(group[0][1])], 1.0
+            representative, voters, agreement = group[0], [voter(group[0].annotator_id)], 1.0
             stats.agreement[1.0] += 1
         else:
             consensus = _consensus(group, stats, voter)
             if consensus is None:
                 continue
             representative, voters, agreement = consensus
-        if filters.drop_unsure and representative[2] == _UNSURE:
+        if filters.drop_unsure and representative.strength == Strength.NEGLIGIBLY_BETTER_OR_UNSURE:
             stats.unsure_dropped += 1
             continue
         yield _row(representative, context, margins, voters, agreement)
 
 
 def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[CountedRow]:
-    """Imported open-source pairs (all in the train split); they carry no strength, so their margin is 0, and no
-    stored word counts."""
+    """Imported open-source pairs (all in the train split), without stored word counts. They carry no strength: under
+    a margin scheme their margin is 0, the margin of the weakest level, stated as such in the manifest."""
     preferences = ExternalPreference.objects.order_by("id")
     if harmless is not None:
         preferences = preferences.filter(harmless=harmless)
-    with_margin = MARGINS[margin_scheme] is not None
+    with_margin = MARGIN_SCHEMES[margin_scheme] is not None
     for preference in preferences.iterator(chunk_size=BLOCK):
         row: dict[str, Any] = {
             "prompt": preference.prompt,
@@ -359,7 +369,7 @@ def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[Coun
             "rejected": [{"role": "assistant", "content": preference.rejected}],
         }
         if with_margin:
-            row["margin"] = 0.0
+            row["margin"] = EXTERNAL_MARGIN
         row.update(
             strength="",
             safety_label="",
@@ -376,6 +386,6 @@ def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[Coun
             comparison_id=None,
             annotators=[],
             agreement=None,
-            split="train",
+            split=Split.TRAIN,
         )
         yield row, None

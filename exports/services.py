@@ -1,17 +1,11 @@
-"""Creating and building export runs, and importing prompt pools and open-source preference data."""
+"""Creating and building export runs: the datasets, their manifests, and a batch's live figures."""
 
-import csv
-import gc
-import hashlib
-import io
 import json
 import random
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -24,31 +18,36 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from backend.audit.services import audit_record
-from backend.batches.models import Batch, Focus, Prompt, PromptSource
-from backend.batches.services.prompts import prompt_create
+from backend.batches.models import Batch, Focus
 from backend.errors import InvalidInput
 from backend.idempotency import create_once
-from exports.models import ExportRun, ExternalPreference
-from exports.rows import ConsensusStats, CountedRow, RowFilters, annotation_count, external_rows, platform_rows
-from exports.schema import MARGINS, SCHEMA_VERSION
+from exports.collector import collector_tuned
+from exports.models import ExportRun
+from exports.rows import (
+    EXTERNAL_MARGIN,
+    ConsensusStats,
+    CountedRow,
+    RowFilters,
+    annotation_count,
+    external_rows,
+    platform_rows,
+)
 from exports.stats import WHITESPACE, DatasetStatistics, token_counter
 from exports.writers import FORMATS, SplitWriter
+from preference_format import MARGIN_SCHEME_NAMES, MARGIN_SCHEMES, SCHEMA_VERSION, one_of
 
 FORMATS_INVALID = "formats must be a non-empty list of: jsonl, parquet."
 GRANULARITY_INVALID = "granularity must be 'comparison' (consensus) or 'annotation' (every annotation)."
-MARGIN_INVALID = "margin_scheme must be none, small or large."
+MARGIN_INVALID = f"margin_scheme must be {one_of(MARGIN_SCHEME_NAMES)}."
 MIX_INVALID = "mix must be empty, 'helpfulness' or 'safety'."
 FOCUS_INVALID = "focus must be empty, 'helpfulness' or 'safety'."
 BATCHES_UNKNOWN = "Unknown batch id(s): {ids}."
 DATE_INVALID = "Give an ISO 8601 date-time, e.g. 2026-11-23T00:00:00Z."
 FILTERS_INVALID = "filters must be an object with: batches, focus, since, until, drop_unsure, include_gold."
 TOKENIZER_MISSING = "No tokenizer at {path}: give 'whitespace' or the directory of a Hugging Face tokenizer."
-IMPORT_FORMAT = "The file must be JSONL (one object per line) or CSV with a 'text' column."
-IMPORT_LINE = "Line {line}: {problem}"
-HH_PAIR_INVALID = "Line {line}: 'chosen' and 'rejected' must be Anthropic HH transcripts ending in an Assistant turn."
 PROGRESS_EVERY = 1000
-# Progress is saved (an UPDATE and its commit, a few ms) at most this often: on every 1000th row it cost a
-# 1M-row export 1000 commits.
+# Progress is looked at every PROGRESS_EVERY rows and saved (an UPDATE and its commit) at most this often: saved at
+# every look, a large export would spend its time committing.
 PROGRESS_INTERVAL_S = 1.0
 # Gold comparisons (quality control) stay out of datasets unless include_gold asks for them.
 _FILTER_KEYS = {"batches", "focus", "since", "until", "drop_unsure", "include_gold"}
@@ -97,7 +96,7 @@ def export_options_check(
         raise InvalidInput(FORMATS_INVALID, field="formats")
     if granularity not in ExportRun.Granularity.values:
         raise InvalidInput(GRANULARITY_INVALID, field="granularity")
-    if margin_scheme not in MARGINS:
+    if margin_scheme not in MARGIN_SCHEMES:
         raise InvalidInput(MARGIN_INVALID, field="margin_scheme")
     if mix not in ExportRun.Mix.values:
         raise InvalidInput(MIX_INVALID, field="mix")
@@ -250,7 +249,7 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
         sources, mix = _plan(run, consensus)
         written = 0
         next_progress = 0.0
-        with _collector_tuned(), SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
+        with collector_tuned(), SplitWriter(partial_dir, run.formats, run.margin_scheme) as writer:
             for source in sources:
                 for row, words in source():
                     writer.write(row)
@@ -281,42 +280,12 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
     return run
 
 
-class _CollectorTuning:
-    """The garbage collector, kept from walking the whole process over and over while exports run.
-
-    Parquet rows wait in memory for their Arrow batch long enough to reach the oldest generation (some 10 objects a
-    row), and about every 10k rows that set off a full collection, each walking every object in the process
-    (Django's and pyarrow's, some 400k): 98 of them, 4 s of a 16 s 1M-row export. The objects from before the
-    export are frozen out of collections, and a full one comes after 100 middle ones instead of 10: 0.8 s in all.
-    (Rows are trees that reference counting frees, but switching the collector off let Django's cyclic garbage
-    grow by 20 MB per million rows.) The collector is the process's: exports running at once on threads of one
-    worker share the tuning, and the last to finish puts the collector back as the first found it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._exports = 0
-        self._thresholds = gc.get_threshold()
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._exports == 0:
-                self._thresholds = gc.get_threshold()
-                gc.freeze()
-                gc.set_threshold(self._thresholds[0], self._thresholds[1], 100)
-            self._exports += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._exports -= 1
-                if self._exports == 0:
-                    gc.set_threshold(*self._thresholds)
-                    gc.unfreeze()
-
-
-_collector_tuned = _CollectorTuning()
+def _margins(scheme: str) -> dict[str, Any] | None:
+    """The margin m(r) of each strength under the scheme, and of imported pairs (which have none)."""
+    table = MARGIN_SCHEMES[scheme]
+    if table is None:
+        return None
+    return {"by_strength": {str(strength): value for strength, value in table.items()}, "no_strength": EXTERNAL_MARGIN}
 
 
 def _manifest(
@@ -336,6 +305,7 @@ def _manifest(
         "filters": run.filters,
         "granularity": run.granularity,
         "margin_scheme": run.margin_scheme,
+        "margins": _margins(run.margin_scheme),
         "mix": mix,
         "source_batches": [
             {"id": b.pk, "name": b.name, "week": b.iso_week, "focus": b.focus}
@@ -367,115 +337,3 @@ def batch_statistics(*, batch: Batch) -> dict[str, Any]:
         "statistics": figures["table6"],
         "consensus": {"comparisons_seen": consensus.comparisons_seen, "ties_dropped": consensus.ties_dropped},
     }
-
-
-# --- imports ---------------------------------------------------------------------------------------
-
-
-def _records(content: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) from JSONL or CSV bytes."""
-    text = content.decode("utf-8-sig")
-    first = text.lstrip()[:1]
-    if first == "{":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InvalidInput(IMPORT_LINE.format(line=number, problem=error.msg), field="file") from error
-                if not isinstance(record, dict):
-                    raise InvalidInput(IMPORT_LINE.format(line=number, problem="not an object"), field="file")
-                yield number, record
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "text" not in reader.fieldnames:
-            raise InvalidInput(IMPORT_FORMAT, field="file")
-        for number, record in enumerate(reader, start=2):
-            yield number, dict(record)
-
-
-def _flag(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes"} if not isinstance(value, bool) else value
-
-
-def prompts_import(*, content: bytes, created_by: User | None) -> dict[str, int]:
-    """Add prompts to the pool from JSONL ({"text", "is_safety", "is_adversarial", "tags"}) or CSV (same columns).
-
-    All or nothing: a bad line names itself and nothing is stored. Texts already in the pool are skipped.
-    """
-    records = list(_records(content))
-    if not records:
-        raise InvalidInput(IMPORT_FORMAT, field="file")
-    created = skipped = 0
-    with transaction.atomic():
-        existing = set(Prompt.objects.filter(source=PromptSource.POOL).values_list("text", flat=True))
-        for number, record in records:
-            text = str(record.get("text") or "").strip()
-            if not text:
-                raise InvalidInput(IMPORT_LINE.format(line=number, problem="'text' is empty"), field="file")
-            if text in existing:
-                skipped += 1
-                continue
-            tags = record.get("tags") or []
-            if isinstance(tags, str):
-                tags = [tag.strip() for tag in tags.split(";") if tag.strip()]
-            try:
-                prompt_create(
-                    text=text,
-                    author=None,
-                    source=PromptSource.POOL,
-                    is_safety=_flag(record.get("is_safety", False)),
-                    is_adversarial=_flag(record.get("is_adversarial", False)),
-                    tags=tags,
-                )
-            except InvalidInput as error:
-                raise InvalidInput(IMPORT_LINE.format(line=number, problem=error.message), field="file") from error
-            existing.add(text)
-            created += 1
-        audit_record(actor=created_by, action="prompts.import", details={"created": created, "skipped": skipped})
-    return {"created": created, "skipped": skipped}
-
-
-def hh_transcript(transcript: str) -> tuple[list[dict[str, str]], str]:
-    """Split an Anthropic HH transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into (prompt messages, last reply)."""
-    messages: list[dict[str, str]] = []
-    for part in ("\n\n" + transcript.strip("\n")).split("\n\n"):
-        if part.startswith("Human:"):
-            messages.append({"role": "user", "content": part[len("Human:") :].strip()})
-        elif part.startswith("Assistant:"):
-            messages.append({"role": "assistant", "content": part[len("Assistant:") :].strip()})
-        elif messages and part:
-            messages[-1]["content"] += "\n\n" + part
-    if len(messages) < 2 or messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
-        raise ValueError("not a transcript ending in an Assistant reply")
-    return messages[:-1], messages[-1]["content"]
-
-
-def preferences_import(
-    *, content: bytes, source: str, harmless: bool, created_by: User | None = None
-) -> dict[str, int]:
-    """Import Anthropic HH style JSONL ({"chosen": transcript, "rejected": transcript}); idempotent."""
-    if not source.strip():
-        raise InvalidInput("Name the source, e.g. 'anthropic-hh-harmless'.", field="source")
-    created = skipped = 0
-    with transaction.atomic():
-        for number, record in _records(content):
-            try:
-                # NUL cannot be stored in PostgreSQL text: it becomes U+FFFD, the rest is kept as it came.
-                prompt, chosen = hh_transcript(str(record["chosen"]).replace("\x00", "\ufffd"))
-                rejected_prompt, rejected = hh_transcript(str(record["rejected"]).replace("\x00", "\ufffd"))
-            except (KeyError, ValueError) as error:
-                raise InvalidInput(HH_PAIR_INVALID.format(line=number), field="file") from error
-            if rejected_prompt != prompt:
-                raise InvalidInput(HH_PAIR_INVALID.format(line=number), field="file")
-            row_hash = hashlib.sha256(json.dumps([prompt, chosen, rejected]).encode()).hexdigest()
-            _, made = ExternalPreference.objects.get_or_create(
-                source=source.strip(),
-                row_hash=row_hash,
-                defaults={"harmless": harmless, "prompt": prompt, "chosen": chosen, "rejected": rejected},
-            )
-            created += made
-            skipped += not made
-        details = {"source": source.strip(), "harmless": harmless, "created": created, "skipped": skipped}
-        audit_record(actor=created_by, action="preferences.import", details=details)
-    return {"created": created, "skipped": skipped}

@@ -28,7 +28,7 @@ FORMATS = ("jsonl", "parquet")
 ROW_GROUP_ROWS = 10_000
 # Parquet rows wait as Python values for at most this many rows, then as Arrow arrays until their row group is full:
 # few enough that they die in the garbage collector's young generations. (Held to the row group as lists and dicts,
-# every full collection went through them: a fifth of a 1M-row export.)
+# they reach the oldest generation, and every full collection walks them again.)
 ARROW_BATCH_ROWS = 1000
 # JSONL lines are written in batches of this many rows (a few MB).
 JSONL_BATCH_ROWS = 1000

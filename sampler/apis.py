@@ -5,16 +5,16 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsAnnotator, IsBatchAdmin
 from backend.accounts.roles import authenticated_user
-from backend.batches.apis import represent_display
-from backend.batches.models import Batch, LivePair
-from backend.batches.selectors import assignment_for_display, batch_get
+from backend.api import queued_or_ok
+from backend.batches.annotation_apis import represent_display
+from backend.batches.models import LivePair
+from backend.batches.selectors import assignment_for_display, batch_by_id, batch_get
 from sampler.selectors import live_pair_get
 from sampler.services import batch_start_sampling, live_pair_request
 from sampler.tasks import enqueue_chunk, enqueue_live_pair
@@ -34,7 +34,7 @@ class BatchSampleApi(APIView):
 
     @extend_schema(request=None, responses={202: OutputSerializer})
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = get_object_or_404(Batch, pk=batch_id)
+        batch = batch_by_id(batch_id=batch_id)
         queued = batch_start_sampling(batch=batch, enqueue=enqueue_chunk, actor=authenticated_user(request))
         return Response(self.OutputSerializer(queued).data, status=status.HTTP_202_ACCEPTED)
 
@@ -90,7 +90,7 @@ class LivePairCreateApi(APIView):
             client_key=values["client_key"],
         )
         live_pair.refresh_from_db()  # in eager mode the pair was sampled on commit, before this line
-        code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        code = queued_or_ok(created)
         return Response(LivePairSerializer(live_pair).data, status=code)
 
 

@@ -5,19 +5,19 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from backend.batches.models import Batch, Comparison, Prompt
-from backend.batches.selectors import prompt_context
+from backend.batches.selectors import prompt_messages
 from backend.batches.services.comparisons import ResponseInput, comparison_create
 from backend.checkpoints.models import Checkpoint
 from backend.checkpoints.selectors import checkpoint_local_path
-from backend.insights.models import ResponseScore
 from sampler.engines import Engine, GenerationRequest, GenerationResult
 from sampler.planning import most_uncertain, plan_pairs, response_seed
+from sampler.signals import responses_scored
 
 SIDES = ("first", "second")
 
 
 class PairScorer(Protocol):
-    """A reward model as uncertainty selection uses it (training.scoring.RewardScorer is one)."""
+    """A reward model as uncertainty selection uses it (sampler.engines.reward.RewardScorer is one)."""
 
     def score(self, prompts: Sequence[list[dict[str, str]]], replies: Sequence[str]) -> list[float]: ...
 
@@ -29,12 +29,6 @@ class Uncertainty:
     scorer: PairScorer
     checkpoint: Checkpoint
     keep: int
-
-
-def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
-    """The chat the model answers: the dialogue so far, then the prompt as the user's turn."""
-    turns = [{"role": turn.role, "content": turn.content} for turn in prompt_context(prompt=prompt)]
-    return [*turns, {"role": "user", "content": prompt.text}]
 
 
 def _response_input(
@@ -71,7 +65,8 @@ def batch_sample_prompts(
     """Sample one pair per prompt into the batch; returns the batch's pairs for these prompts.
 
     With `uncertainty`, every prompt's pair is a candidate: both sides are scored by the reward model and
-    only the `keep` pairs with the smallest reward difference are stored (with their scores).
+    only the `keep` pairs with the smallest reward difference are stored (their scores are sent as
+    `responses_scored`).
 
     Every response is drawn with a seed derived from (batch, prompt, side), so a redelivered task draws
     the same text; a pair whose two responses came out identical has its second side re-sampled once
@@ -82,7 +77,7 @@ def batch_sample_prompts(
     plan = plan_pairs(len(prompts), list(checkpoints), list(batch.temperatures))
     requests = [
         GenerationRequest(
-            messages=prompt_messages(prompt),
+            messages=prompt_messages(prompt=prompt),
             checkpoint=str(checkpoint_local_path(checkpoint=checkpoints[variant.checkpoint_id])),
             temperature=variant.temperature,
             top_p=batch.top_p,
@@ -113,6 +108,7 @@ def batch_sample_prompts(
         kept = most_uncertain(differences, uncertainty.keep)
 
     comparisons = []
+    kept_scores: dict[int, float] = {}
     for i in kept:
         prompt, pair = prompts[i], plan[i]
         first, second = (
@@ -128,19 +124,10 @@ def batch_sample_prompts(
         )
         comparisons.append(comparison)
         if uncertainty is not None:
-            ResponseScore.objects.bulk_create(
-                [
-                    ResponseScore(
-                        response_id=comparison.first_response_id, checkpoint=uncertainty.checkpoint, score=scores[2 * i]
-                    ),
-                    ResponseScore(
-                        response_id=comparison.second_response_id,
-                        checkpoint=uncertainty.checkpoint,
-                        score=scores[2 * i + 1],
-                    ),
-                ],
-                ignore_conflicts=True,
-            )
+            kept_scores[comparison.first_response_id] = scores[2 * i]
+            kept_scores[comparison.second_response_id] = scores[2 * i + 1]
         if on_pair is not None:
             on_pair(comparison)
+    if uncertainty is not None:
+        responses_scored.send(sender=Uncertainty, checkpoint=uncertainty.checkpoint, scores=kept_scores)
     return comparisons

@@ -93,7 +93,7 @@ def batch_start_sampling(
 @functools.lru_cache(maxsize=2)
 def _reward_scorer(path: str) -> PairScorer:
     """A loaded reward model, kept for the worker's next chunks; one that fails to load is an EngineError."""
-    from training.scoring import RewardScorer
+    from sampler.engines.reward import RewardScorer  # torch: only in the sampler worker
 
     try:
         return RewardScorer(path)

@@ -4,33 +4,19 @@ acks_late with reject_on_worker_lost: a task whose worker dies is delivered agai
 make a second run harmless (one pair per prompt and batch is a database constraint).
 """
 
-from celery import shared_task
-
 from backend.batches.models import LivePair
-from backend.jobs import publish
+from backend.jobs import durable_task, publish
 from sampler import services
 
 SAMPLING_SOFT_LIMIT_SECONDS = 1800
 
 
-@shared_task(
-    name="sampler.tasks.batch_sample_chunk",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=SAMPLING_SOFT_LIMIT_SECONDS,
-    time_limit=SAMPLING_SOFT_LIMIT_SECONDS + 60,
-)
+@durable_task("sampler.tasks.batch_sample_chunk", soft_time_limit=SAMPLING_SOFT_LIMIT_SECONDS)
 def batch_sample_chunk(batch_id: int, prompt_ids: list[int]) -> int:
     return services.batch_sample_chunk(batch_id=batch_id, prompt_ids=prompt_ids)
 
 
-@shared_task(
-    name="sampler.tasks.live_pair_sample",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=300,
-    time_limit=360,
-)
+@durable_task("sampler.tasks.live_pair_sample", soft_time_limit=300)
 def live_pair_sample(live_pair_id: int) -> str:
     live_pair: LivePair = services.live_pair_sample(live_pair_id=live_pair_id)
     return live_pair.status

@@ -17,13 +17,16 @@ import pyarrow.parquet as pq
 import torch
 from transformers import PreTrainedTokenizerBase
 
-SUPPORTED_SCHEMA_VERSION = 1
+from preference_format import MARGIN_SCHEMES, SCHEMA_VERSION
+from sampler.engines.reward import encode_text, pad_batch
+
 SCHEMA_MISMATCH = (
     "export {path} has manifest schema version {found}; this trainer reads version {expected}: "
     "re-export the data with the current platform"
 )
 NOT_AN_EXPORT = "{path} is not an export directory: it has no manifest.json"
 NO_SPLIT = "export {path} has no {split} split (no {split}.parquet or {split}.jsonl)"
+MARGIN_MISSING = "export {path}, {split} split, row {row}: no margin, though the margin scheme is {scheme!r}"
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,13 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
         raise ValueError(NOT_AN_EXPORT.format(path=export_dir))
     manifest: dict[str, Any] = json.loads(path.read_text())
     found = manifest.get("schema_version")
-    if found != SUPPORTED_SCHEMA_VERSION:
-        raise ValueError(SCHEMA_MISMATCH.format(path=export_dir, found=found, expected=SUPPORTED_SCHEMA_VERSION))
+    if found != SCHEMA_VERSION:
+        raise ValueError(SCHEMA_MISMATCH.format(path=export_dir, found=found, expected=SCHEMA_VERSION))
     return manifest
 
 
 def _rows(export_dir: Path, split: str) -> Iterator[dict[str, Any]]:
+    """The rows of one split's file, Parquet or JSONL."""
     parquet, jsonl = export_dir / f"{split}.parquet", export_dir / f"{split}.jsonl"
     if parquet.exists():
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
@@ -67,19 +71,33 @@ def has_split(export_dir: Path, split: str) -> bool:
 
 
 def load_pairs(export_dir: Path, split: str) -> list[PreferencePair]:
-    """The pairs of one split; the margin column is used when the export has one, else 0."""
-    read_manifest(export_dir)
-    return [
-        PreferencePair(
-            prompt=row["prompt"],
-            chosen=row["chosen"][-1]["content"],
-            rejected=row["rejected"][-1]["content"],
-            margin=float(row.get("margin") or 0.0),
-            strength=row.get("strength") or "",
-            batch=row.get("batch") or "",
+    """The pairs of one split.
+
+    Under a margin scheme (the manifest's `margin_scheme`, "small" or "large") every row must carry its margin; an
+    export made without one ("none") has margin 0 throughout, which the trainer reads as no margin. A manifest that
+    names no scheme (one not written by the platform) is read by its first row: a margin there asks for one on
+    every row.
+    """
+    scheme = read_manifest(export_dir).get("margin_scheme")
+    with_margin = None if scheme is None else MARGIN_SCHEMES.get(scheme) is not None
+    pairs = []
+    for number, row in enumerate(_rows(export_dir, split), start=1):
+        margin = row.get("margin")
+        if with_margin is None:
+            with_margin, scheme = "margin" in row, "given by the first row"
+        if with_margin and (isinstance(margin, bool) or not isinstance(margin, int | float)):
+            raise ValueError(MARGIN_MISSING.format(path=export_dir, split=split, row=number, scheme=scheme))
+        pairs.append(
+            PreferencePair(
+                prompt=row["prompt"],
+                chosen=row["chosen"][-1]["content"],
+                rejected=row["rejected"][-1]["content"],
+                margin=float(margin) if with_margin and margin is not None else 0.0,
+                strength=row.get("strength") or "",
+                batch=row.get("batch") or "",
+            )
         )
-        for row in _rows(export_dir, split)
-    ]
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -91,22 +109,6 @@ class EncodedPair:
     @property
     def length(self) -> int:
         return max(len(self.chosen), len(self.rejected))
-
-
-def encode_text(
-    tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, str]], reply: str, max_length: int
-) -> list[int]:
-    """Token ids of (dialogue, reply): the chat template for chat models, else "prompt [SEP] reply".
-
-    Truncation keeps the end (the reply, which is what is scored) and, for encoders, the [CLS] start.
-    """
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": reply}], tokenize=False)
-        ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[-max_length:]
-    context = "\n".join(message["content"] for message in prompt)
-    encoded: list[int] = tokenizer(context, reply, truncation="only_first", max_length=max_length)["input_ids"]
-    return encoded
 
 
 def encode_pairs(
@@ -139,17 +141,6 @@ def bucketed_order(lengths: Sequence[int], batch_size: int, seed: int, bucket_ba
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return [index for batch in batches for index in batch]
-
-
-def pad_batch(sequences: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input_ids and attention_mask, (len(sequences), longest)."""
-    longest = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids, attention_mask
 
 
 def collate(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:

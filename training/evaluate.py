@@ -15,44 +15,17 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.data import EncodedPair, PreferencePair, encode_pairs, pad_batch
-from training.reward_model import rewards
+from preference_format import STRENGTHS
+from sampler.engines.reward import score_sequences
+from training.data import EncodedPair, PreferencePair, encode_pairs
 
-STRENGTH_LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better_or_unsure")
-STRENGTH_TITLES = ("Significantly Better", "Better", "Slightly Better", "Negligibly Better / Unsure")
+STRENGTH_TITLES = tuple(strength.label for strength in STRENGTHS)
 # Llama 2, Table 8: accuracy per preference rating on each model's own test set.
-PAPER_TABLE8 = {
-    "safety": {
-        "significantly_better": 94.3,
-        "better": 76.3,
-        "slightly_better": 65.7,
-        "negligibly_better_or_unsure": 55.3,
-        "avg": 64.5,
-    },
-    "helpfulness": {
-        "significantly_better": 80.7,
-        "better": 67.5,
-        "slightly_better": 60.9,
-        "negligibly_better_or_unsure": 54.7,
-        "avg": 63.2,
-    },
+PAPER_TABLE8: dict[str, dict[str, float]] = {
+    "safety": {**dict(zip(STRENGTHS, (94.3, 76.3, 65.7, 55.3), strict=True)), "avg": 64.5},
+    "helpfulness": {**dict(zip(STRENGTHS, (80.7, 67.5, 60.9, 54.7), strict=True)), "avg": 63.2},
 }
 CALIBRATION_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
-
-
-@torch.no_grad()
-def score_sequences(
-    model: PreTrainedModel, sequences: Sequence[list[int]], pad_token_id: int, batch_size: int = 32
-) -> torch.Tensor:
-    """The reward of each token sequence, on the CPU, in order; similar lengths are batched together."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    scores = torch.empty(len(sequences))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        input_ids, attention_mask = pad_batch([sequences[i] for i in chunk], pad_token_id)
-        scores[chunk] = rewards(model, input_ids.to(device), attention_mask.to(device)).cpu()
-    return scores
 
 
 def score_pairs(
@@ -84,8 +57,8 @@ def accuracy_report(pairs: Sequence[PreferencePair], chosen: torch.Tensor, rejec
     return {
         "pairs": len(hits),
         "accuracy": _accuracy(hits),
-        "by_strength": {level: _accuracy(by_strength.get(level, [])) for level in STRENGTH_LEVELS},
-        "by_strength_pairs": {level: len(by_strength.get(level, [])) for level in STRENGTH_LEVELS},
+        "by_strength": {level: _accuracy(by_strength.get(level, [])) for level in STRENGTHS},
+        "by_strength_pairs": {level: len(by_strength.get(level, [])) for level in STRENGTHS},
         "by_batch": {batch: _accuracy(batch_hits) for batch, batch_hits in sorted(by_batch.items())},
         "calibration": calibration,
     }
@@ -117,11 +90,11 @@ def table8_markdown(report: dict[str, Any], focus: str) -> str:
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f}"
 
-    ours = "| this model | " + " | ".join(cell(report["by_strength"][s]) for s in STRENGTH_LEVELS)
+    ours = "| this model | " + " | ".join(cell(report["by_strength"][s]) for s in STRENGTHS)
     ours += f" | {cell(report['accuracy'])} |\n"
-    theirs = f"| Llama 2 {focus} RM (paper, Table 8) | " + " | ".join(f"{paper[s]:.1f}" for s in STRENGTH_LEVELS)
+    theirs = f"| Llama 2 {focus} RM (paper, Table 8) | " + " | ".join(f"{paper[s]:.1f}" for s in STRENGTHS)
     theirs += f" | {paper['avg']:.1f} |\n"
-    pairs = "| test pairs | " + " | ".join(str(report["by_strength_pairs"][s]) for s in STRENGTH_LEVELS)
+    pairs = "| test pairs | " + " | ".join(str(report["by_strength_pairs"][s]) for s in STRENGTHS)
     pairs += f" | {report['pairs']} |\n"
     return f"# Reward model accuracy by preference rating\n\n{head}{ours}{theirs}{pairs}"
 
@@ -135,10 +108,10 @@ def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], o
 
     paper = PAPER_TABLE8[focus if focus in PAPER_TABLE8 else "helpfulness"]
     figure, axes = plt.subplots(figsize=(8, 4))
-    positions = range(len(STRENGTH_LEVELS))
-    ours = [report["by_strength"][s] or 0 for s in STRENGTH_LEVELS]
+    positions = range(len(STRENGTHS))
+    ours = [report["by_strength"][s] or 0 for s in STRENGTHS]
     axes.bar([p - 0.2 for p in positions], ours, width=0.4, label="this model")
-    axes.bar([p + 0.2 for p in positions], [paper[s] for s in STRENGTH_LEVELS], width=0.4, label="Llama 2 (paper)")
+    axes.bar([p + 0.2 for p in positions], [paper[s] for s in STRENGTHS], width=0.4, label="Llama 2 (paper)")
     axes.set_xticks(list(positions), [t.replace(" / ", "/\n") for t in STRENGTH_TITLES])
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 115)  # headroom for the legend above 100%

@@ -46,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def training_dtype(device: torch.device, bf16: bool | None) -> torch.dtype:
-    """bf16 on GPU by default; fp32 on CPU, where bf16 is about 10x slower."""
+    """bf16 on GPU by default; fp32 on CPU, where bf16 runs much slower."""
     use_bf16 = device.type == "cuda" if bf16 is None else bf16
     return torch.bfloat16 if use_bf16 else torch.float32
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 
 from training import ppo_math
+from training.checkpointing import RunFiles, config_record, recovered, save_atomically
+from training.cli import option
 from training.policy import (
     Policy,
     load_policy,
@@ -41,10 +42,10 @@ from training.policy import (
     token_values,
     training_dtype,
 )
+from training.policy_plots import plot_ppo_curves
 from training.rollout import PromptRow, Rollout, encode_prompts, generate, load_prompts, response_logprobs
 from training.scoring import PiecewiseScorer, Scorer
 
-RESUME_DIR = ".resume"
 BEST_DIR = "best"
 Progress = Callable[[int, int, dict[str, float]], None]
 NO_TRAIN_PROMPTS = "{path} has no train prompts"
@@ -52,7 +53,9 @@ NO_TRAIN_PROMPTS = "{path} has no train prompts"
 
 @dataclass
 class PPOConfig:
-    """Everything a run needs; the defaults are Llama 2's where the paper gives one."""
+    """Everything a run needs; the defaults are Llama 2's where the paper gives one. Fields with `option`
+    metadata are the options of `python -m training.ppo_cli` (the policy, reward models and prompts come
+    from `add_policy_arguments`)."""
 
     policy: Path
     """A Hugging Face causal-LM directory: the starting policy, also the frozen reference."""
@@ -62,53 +65,51 @@ class PPOConfig:
     """Safety reward-model directory; None scores every reply with the helpfulness model."""
     prompts: Path
     """JSONL: {"prompt": [{"role", "content"}, ...], "is_safety": bool, "split": "train" | "test"} per line."""
-    output_dir: Path
-    """Where the new policy is written (created complete at the end of the run)."""
-    learning_rate: float = 1e-6
-    """Constant policy learning rate (Llama 2: 1e-6)."""
-    value_learning_rate: float | None = None
-    """The value model's learning rate (None: the policy's)."""
+    output_dir: Path = field(metadata=option("Where to write the new policy directory.", flag="--output"))
+    """Created complete at the end of the run."""
+    learning_rate: float = field(default=1e-6, metadata=option("Constant policy learning rate."))
+    """Llama 2: 1e-6."""
+    value_learning_rate: float | None = field(
+        default=None, metadata=option("Value model learning rate (default: the policy's).")
+    )
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-5
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    """Gradient clipping, each model on its own."""
-    clip_range: float = 0.2
-    """PPO ratio clip."""
-    value_clip: float = 0.2
+    weight_decay: float = field(default=0.1, metadata=option("AdamW weight decay."))
+    max_grad_norm: float = field(default=1.0, metadata=option("Gradient clipping norm, per model."))
+    clip_range: float = field(default=0.2, metadata=option("PPO ratio clip."))
+    value_clip: float = field(default=0.2, metadata=option("Value prediction clip."))
     """How far a value prediction may move from the rollout's before its loss is clipped."""
-    kl_beta: float = 0.01
-    """Weight of the per-token KL penalty (Llama 2: 0.01 up to 13B, 0.005 above)."""
-    iterations: int = 200
-    """PPO iterations, one rollout batch each (Llama 2: 200-400)."""
-    rollout_batch_size: int = 512
-    """Prompts (one response each) per iteration (Llama 2: 512)."""
-    minibatch_size: int = 64
-    """Responses per gradient step; one step per minibatch, one pass over the rollout (Llama 2: 64)."""
-    micro_batch_size: int = 8
-    """Responses per forward pass; gradients accumulate up to a minibatch."""
-    temperature: float = 1.0
-    """Sampling temperature; logits are divided by it when log-probabilities are recomputed."""
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    missing_eos_penalty: float = 1.0
+    kl_beta: float = field(default=0.01, metadata=option("Per-token KL penalty (0.005 above 13B)."))
+    """Llama 2: 0.01 up to 13B, 0.005 above."""
+    iterations: int = field(default=200, metadata=option("PPO iterations, one rollout batch each."))
+    """Llama 2: 200-400."""
+    rollout_batch_size: int = field(default=512, metadata=option("Prompts per iteration."))
+    """One response each (Llama 2: 512)."""
+    minibatch_size: int = field(default=64, metadata=option("Responses per gradient step."))
+    """One step per minibatch, one pass over the rollout (Llama 2: 64)."""
+    micro_batch_size: int = field(default=8, metadata=option("Responses per forward pass."))
+    """Gradients accumulate up to a minibatch."""
+    temperature: float = field(default=1.0, metadata=option("Sampling temperature."))
+    """Logits are divided by it when log-probabilities are recomputed."""
+    top_p: float = field(default=1.0, metadata=option("Nucleus sampling."))
+    max_new_tokens: int = field(default=256, metadata=option("Longest response."))
+    missing_eos_penalty: float = field(default=1.0, metadata=option("Score penalty for a response without EOS."))
     """Subtracted from the whitened score of a response that hit max_new_tokens without EOS."""
-    gamma: float = 1.0
-    lam: float = 0.95
-    eval_every: int = 10
-    """Iterations between held-out evaluations (the last iteration is always evaluated)."""
-    eval_prompts: int = 128
-    """Held-out prompts scored per evaluation (the first of the test split)."""
-    early_stopping_patience: int = 3
+    gamma: float = field(default=1.0, metadata=option("Discount."))
+    lam: float = field(default=0.95, metadata=option("GAE lambda."))
+    eval_every: int = field(default=10, metadata=option("Iterations between held-out evaluations."))
+    """The last iteration is always evaluated."""
+    eval_prompts: int = field(default=128, metadata=option("Held-out prompts per evaluation."))
+    """The first of the test split."""
+    early_stopping_patience: int = field(default=3, metadata=option("Evaluations without a new best."))
     """Evaluations without a new best held-out reward before the run stops."""
-    seed: int = 0
-    device: str = "auto"
-    """'auto' (cuda if available), 'cpu' or 'cuda'."""
-    bf16: bool | None = None
+    seed: int = field(default=0, metadata=option("Prompt draws, sampling and minibatch order."))
+    checkpoint_every: int = field(default=10, metadata=option("Iterations between resumable checkpoints."))
+    device: str = field(default="auto", metadata=option("auto, cpu or cuda."))
+    """'auto' is cuda if available."""
+    bf16: bool | None = field(default=None, metadata=option("bf16 compute, fp32 weights (auto: on GPU only)."))
     """Compute in bf16 under autocast, the frozen reference stored in bf16 (default: on GPU only); the trained
     policy and value model keep fp32 weights."""
-    checkpoint_every: int = 10
-    """Iterations between resumable checkpoints."""
     stop_after_iterations: int | None = None
     """Stop (with a checkpoint) after this many iterations: for tests that simulate a killed run."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -177,11 +178,11 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
     heldout_split = "test" if heldout_rows else "train"
     heldout_rows = heldout_rows or train_rows[: config.eval_prompts]
 
-    work = config.output_dir.with_name(config.output_dir.name + ".work")
-    resume = work / RESUME_DIR
+    files = RunFiles(config.output_dir)
     iteration, log, evaluations = 0, list[dict[str, float]](), _Evaluations()
-    if (resume / "state.pt").exists():
-        iteration, log, evaluations = _load_resume(resume, models)
+    saved = files.load_state()
+    if saved is not None:
+        iteration, log, evaluations = _restore(saved, models)
     else:
         with mixed_precision(device, dtype):
             evaluations.before = heldout_reward(models.policy, scorer, heldout_rows, config)
@@ -196,7 +197,7 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
             with mixed_precision(device, dtype):
                 entry["eval/heldout_reward"] = heldout_reward(models.policy, scorer, heldout_rows, config)
             if evaluations.record(iteration, entry["eval/heldout_reward"]):
-                _save_atomically(work / BEST_DIR, lambda directory: save_policy(models.policy, directory))
+                save_atomically(files.work / BEST_DIR, lambda directory: save_policy(models.policy, directory))
             stopped_early = evaluations.without_improvement >= config.early_stopping_patience
         log.append(entry)
         if progress is not None:
@@ -205,14 +206,12 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
             break
         stopping = config.stop_after_iterations is not None and iteration >= config.stop_after_iterations
         if iteration % config.checkpoint_every == 0 or (stopping and iteration < config.iterations):
-            _save_atomically(
-                resume, partial(_save_resume, models=models, iteration=iteration, log=log, evaluations=evaluations)
-            )
+            files.save_state(_resume_state(models, iteration, log, evaluations))
         if stopping and iteration < config.iterations:
             return {"stopped_at_iteration": iteration, "iterations": config.iterations}
 
     metrics: dict[str, Any] = {
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+        "config": config_record(config),
         "log": log,
         "evaluations": evaluations.history,
         "heldout_split": heldout_split,
@@ -225,9 +224,9 @@ def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Prog
     }
     final = models.policy
     if stopped_early:  # the best evaluated policy, not the one that stopped improving
-        best = config.policy if evaluations.best_iteration == 0 else work / BEST_DIR
+        best = config.policy if evaluations.best_iteration == 0 else recovered(files.work / BEST_DIR)
         final = load_policy(best, device=device, dtype=torch.float32, trainable=False)
-    _finish(config, final, metrics, work)
+    files.finish(partial(_write_policy, final, metrics))
     return metrics
 
 
@@ -408,20 +407,11 @@ def heldout_reward(policy: Policy, scorer: Scorer, rows: Sequence[PromptRow], co
     return sum(scores) / len(scores)
 
 
-def _save_atomically(directory: Path, write: Callable[[Path], None]) -> None:
-    """Write into a sibling temporary directory, then swap it in: the directory is whole or the old one."""
-    partial = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    write(partial)
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
-
-
-def _save_resume(
-    directory: Path, models: _Models, iteration: int, log: list[dict[str, float]], evaluations: _Evaluations
-) -> None:
-    state = {
+def _resume_state(
+    models: _Models, iteration: int, log: list[dict[str, float]], evaluations: _Evaluations
+) -> dict[str, Any]:
+    """Both models and optimizers, the iteration, log and evaluations, and the RNG states."""
+    return {
         "policy": models.policy.model.state_dict(),
         "value": models.value.state_dict(),
         "policy_optimizer": models.policy_optimizer.state_dict(),
@@ -431,11 +421,10 @@ def _save_resume(
         "evaluations": asdict(evaluations),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
     }
-    torch.save(state, directory / "state.pt")
 
 
-def _load_resume(directory: Path, models: _Models) -> tuple[int, list[dict[str, float]], _Evaluations]:
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+def _restore(state: dict[str, Any], models: _Models) -> tuple[int, list[dict[str, float]], _Evaluations]:
+    """Put a saved state back into the models, optimizers and RNGs; the iteration, log and evaluations."""
     models.policy.model.load_state_dict(state["policy"])
     models.value.load_state_dict(state["value"])
     models.policy_optimizer.load_state_dict(state["policy_optimizer"])
@@ -445,50 +434,8 @@ def _load_resume(directory: Path, models: _Models) -> tuple[int, list[dict[str, 
     return state["iteration"], state["log"], _Evaluations(**state["evaluations"])
 
 
-def _finish(config: PPOConfig, policy: Policy, metrics: dict[str, Any], work: Path) -> None:
-    """The policy directory with metrics.json and ppo_curves.png, moved into place whole."""
-    staging = work / "model"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_policy(policy, staging)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_ppo_curves(metrics["log"], metrics["evaluations"], staging / "ppo_curves.png")
-    shutil.rmtree(config.output_dir, ignore_errors=True)
-    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(config.output_dir)
-    shutil.rmtree(work, ignore_errors=True)
-
-
-CURVES = (
-    ("rollout/score", "R_c (rollout)"),
-    ("eval/heldout_reward", "R_c (held-out)"),
-    ("ppo/kl", "KL to reference (per response)"),
-    ("ppo/entropy", "entropy (per token)"),
-    ("rollout/response_length", "response length (tokens)"),
-    ("rollout/eos_rate", "EOS rate"),
-    ("ppo/explained_variance", "explained variance"),
-    ("ppo/clipfrac", "clip fraction"),
-)
-
-
-def plot_ppo_curves(log: Sequence[dict[str, float]], evaluations: Sequence[dict[str, float]], path: Path) -> Path:
-    """One panel per diagnostic against the iteration; held-out reward from iteration 0 (the starting policy)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for axis, (key, title) in zip(axes.flat, CURVES, strict=True):
-        source = evaluations if key == "eval/heldout_reward" else log
-        points = [(entry["iteration"], entry[key]) for entry in source if key in entry]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            axis.plot(xs, ys, marker="o" if len(points) < 30 else None)
-        axis.set_title(title)
-        axis.set_xlabel("iteration")
-    figure.suptitle("PPO")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+def _write_policy(policy: Policy, metrics: dict[str, Any], directory: Path) -> None:
+    """The policy directory with metrics.json and ppo_curves.png."""
+    save_policy(policy, directory)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_ppo_curves(metrics["log"], metrics["evaluations"], directory / "ppo_curves.png")

@@ -15,20 +15,23 @@ import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from training.checkpointing import RunFiles, config_record, step_state
+from training.cli import option
 from training.data import bucketed_order
 from training.policy import Policy, load_policy, mixed_precision, resolve_device, save_policy, training_dtype
+from training.policy_plots import plot_rejection_sampling
 from training.ppo import Progress
 from training.rollout import PromptRow, encode_prompts, generate, load_prompts
 from training.schedule import cosine_with_warmup, warmup_steps
 from training.scoring import PiecewiseScorer, Scorer
 
-RESUME_DIR = ".resume"
 SAMPLES_FILE = "best_samples.jsonl"
 IGNORE_INDEX = -100
 """The label of a token the loss skips (prompt and padding)."""
@@ -36,7 +39,9 @@ IGNORE_INDEX = -100
 
 @dataclass
 class RejectionSamplingConfig:
-    """Everything a run needs; SFT defaults follow Llama 2's fine-tuning where the paper gives one."""
+    """Everything a run needs; SFT defaults follow Llama 2's fine-tuning where the paper gives one. Fields with
+    `option` metadata are the options of `python -m training.rejection_cli` (the policy, reward models and
+    prompts come from `add_policy_arguments`)."""
 
     policy: Path
     """A Hugging Face causal-LM directory to sample from and fine-tune."""
@@ -45,33 +50,31 @@ class RejectionSamplingConfig:
     """None scores every reply with the helpfulness model."""
     prompts: Path
     """JSONL prompts file (as for PPO); its train split is sampled."""
-    output_dir: Path
-    """Where the fine-tuned policy is written (created complete at the end of the run)."""
-    samples_per_prompt: int = 4
-    """K: samples drawn per prompt, of which the best is kept."""
-    temperature: float = 1.0
-    """Sampling temperature (the best one shifts as RLHF proceeds: see temperature_scan)."""
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    generation_batch_size: int = 64
-    """Sequences per generate() call."""
-    learning_rate: float = 1e-5
-    """Peak SFT learning rate; cosine decay to 10% of it after a short warm-up."""
-    epochs: int = 1
-    batch_size: int = 64
-    """Examples per optimizer step (Llama 2 SFT: 64)."""
-    micro_batch_size: int = 8
-    """Examples per forward pass; gradients accumulate up to batch_size."""
-    max_length: int = 1024
-    """Tokens per (prompt, response); longer examples are cut at the end."""
-    weight_decay: float = 0.1
+    output_dir: Path = field(metadata=option("Where to write the fine-tuned policy directory.", flag="--output"))
+    """Created complete at the end of the run."""
+    samples_per_prompt: int = field(default=4, metadata=option("K, samples drawn per prompt."))
+    """The best of the K is kept."""
+    temperature: float = field(default=1.0, metadata=option("Sampling temperature."))
+    """The best one shifts as RLHF proceeds: see temperature_scan."""
+    top_p: float = field(default=1.0, metadata=option("Nucleus sampling."))
+    max_new_tokens: int = field(default=256, metadata=option("Longest response."))
+    generation_batch_size: int = field(default=64, metadata=option("Sequences per generate() call."))
+    learning_rate: float = field(default=1e-5, metadata=option("Peak fine-tuning learning rate."))
+    """Cosine decay to 10% of it after a short warm-up."""
+    epochs: int = field(default=1, metadata=option("Passes over the best samples."))
+    batch_size: int = field(default=64, metadata=option("Examples per optimizer step."))
+    """Llama 2 SFT: 64."""
+    micro_batch_size: int = field(default=8, metadata=option("Examples per forward pass."))
+    """Gradients accumulate up to batch_size."""
+    max_length: int = field(default=1024, metadata=option("Tokens per (prompt, response)."))
+    """Longer examples are cut at the end."""
+    weight_decay: float = field(default=0.1, metadata=option("AdamW weight decay."))
     max_grad_norm: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool | None = None
+    seed: int = field(default=0, metadata=option("Sampling and data order."))
+    checkpoint_every: int = field(default=50, metadata=option("Steps between resumable checkpoints."))
+    device: str = field(default="auto", metadata=option("auto, cpu or cuda."))
+    bf16: bool | None = field(default=None, metadata=option("bf16 compute, fp32 weights (auto: on GPU only)."))
     """Compute in bf16 under autocast, weights kept in fp32 (default: on GPU only)."""
-    checkpoint_every: int = 50
-    """Optimizer steps between resumable checkpoints."""
     stop_after_steps: int | None = None
     """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -167,21 +170,8 @@ def train_rejection_sampling(
     dtype = training_dtype(device, config.bf16)
     torch.manual_seed(config.seed)
     policy = load_policy(config.policy, device=device, dtype=torch.float32)  # fp32 weights, bf16 compute
-    work = config.output_dir.with_name(config.output_dir.name + ".work")
-    samples_path = work / SAMPLES_FILE
-    if samples_path.exists():
-        samples = [BestSample(**json.loads(line)) for line in samples_path.read_text().splitlines()]
-    else:
-        rows = load_prompts(config.prompts, "train")
-        if not rows:
-            raise ValueError(f"{config.prompts} has no train prompts")
-        scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
-        with mixed_precision(device, dtype):
-            samples = sample_best(policy, scorer, rows, config)
-        work.mkdir(parents=True, exist_ok=True)
-        partial = samples_path.with_name(SAMPLES_FILE + ".tmp")
-        partial.write_text("".join(json.dumps(asdict(sample)) + "\n" for sample in samples))
-        partial.rename(samples_path)
+    files = RunFiles(config.output_dir)
+    samples = _best_samples(config, policy, scorer, files, device, dtype)
 
     examples = [encode_example(policy, sample, config.max_length) for sample in samples]
     order = bucketed_order([len(ids) for ids, _ in examples], config.micro_batch_size, config.seed)
@@ -193,14 +183,13 @@ def train_rejection_sampling(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, total_steps=total, warmup=warmup)
     )
-    resume = work / RESUME_DIR
     step, log = 0, list[dict[str, float]]()
-    if (resume / "state.pt").exists():
-        state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, log = state["step"], state["log"]
+    saved = files.load_state()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step, log = saved["step"], saved["log"]
 
     while step < total:
         start = (step % per_epoch) * config.batch_size
@@ -210,21 +199,15 @@ def train_rejection_sampling(
             {k: v.to(device) for k, v in sft_batch([examples[i] for i in m], policy.pad_token_id).items()}
             for m in micro
         ]
-        tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for batch in batches:
-            with mixed_precision(device, dtype):
-                loss, _ = response_loss_sum(model, batch)
-            (loss / max(tokens, 1)).backward()
-            loss_sum += loss.item()
+        loss = _accumulate(model, batches, device, dtype)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         step += 1
         entry = {
             "step": step,
-            "sft/loss": loss_sum / max(tokens, 1),
+            "sft/loss": loss,
             "sft/grad_norm": float(grad_norm),
             "sft/lr": optimizer.param_groups[0]["lr"],
         }
@@ -233,13 +216,21 @@ def train_rejection_sampling(
             progress(step, total, entry)
         stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
         if step % config.checkpoint_every == 0 or stopping:
-            _save_resume(resume, model, optimizer, scheduler, step, log)
+            files.save_state(step_state(model.state_dict(), optimizer.state_dict(), scheduler, step, log))
         if stopping:
             return {"stopped_at_step": step, "total_steps": total}
 
+    metrics = _metrics(config, samples, total, log)
+    files.finish(partial(_write_policy, policy, samples, metrics, files.work / SAMPLES_FILE))
+    return metrics
+
+
+def _metrics(
+    config: RejectionSamplingConfig, samples: Sequence[BestSample], total: int, log: list[dict[str, float]]
+) -> dict[str, Any]:
     all_scores = [score for sample in samples for score in sample.scores]
-    metrics: dict[str, Any] = {
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+    return {
+        "config": config_record(config),
         "prompts": len(samples),
         "samples_per_prompt": config.samples_per_prompt,
         "mean_best_score": sum(sample.score for sample in samples) / len(samples),
@@ -248,59 +239,53 @@ def train_rejection_sampling(
         "total_steps": total,
         "log": log,
     }
-    _finish(config, policy, samples, metrics, work)
-    return metrics
 
 
-def _save_resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, step: int, log: list[Any]) -> None:
-    partial = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    torch.save({**state, "step": step, "log": log}, partial / "state.pt")
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
+def _best_samples(
+    config: RejectionSamplingConfig,
+    policy: Policy,
+    scorer: Scorer | None,
+    files: RunFiles,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[BestSample]:
+    """The best sample of each train prompt: drawn and scored once, then kept in the work directory."""
+    samples_path = files.work / SAMPLES_FILE
+    if samples_path.exists():
+        return [BestSample(**json.loads(line)) for line in samples_path.read_text().splitlines()]
+    rows = load_prompts(config.prompts, "train")
+    if not rows:
+        raise ValueError(f"{config.prompts} has no train prompts")
+    scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
+    with mixed_precision(device, dtype):
+        samples = sample_best(policy, scorer, rows, config)
+    files.work.mkdir(parents=True, exist_ok=True)
+    written = samples_path.with_name(SAMPLES_FILE + ".tmp")
+    written.write_text("".join(json.dumps(asdict(sample)) + "\n" for sample in samples))
+    written.rename(samples_path)
+    return samples
 
 
-def _finish(
-    config: RejectionSamplingConfig, policy: Policy, samples: list[BestSample], metrics: dict[str, Any], work: Path
+def _accumulate(
+    model: Any, batches: Sequence[dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype
+) -> float:
+    """Forward and backward over one step's micro-batches, the loss a mean over all the step's response tokens;
+    returns that loss."""
+    tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    loss_sum = 0.0
+    for batch in batches:
+        with mixed_precision(device, dtype):
+            loss, _ = response_loss_sum(model, batch)
+        (loss / max(tokens, 1)).backward()
+        loss_sum += loss.item()
+    return loss_sum / max(tokens, 1)
+
+
+def _write_policy(
+    policy: Policy, samples: list[BestSample], metrics: dict[str, Any], samples_file: Path, directory: Path
 ) -> None:
-    """The policy directory with best_samples.jsonl, metrics.json and the plot, moved into place whole."""
-    staging = work / "model"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_policy(policy, staging)
-    shutil.copyfile(work / SAMPLES_FILE, staging / SAMPLES_FILE)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_rejection_sampling(samples, metrics["log"], staging / "rejection_sampling.png")
-    shutil.rmtree(config.output_dir, ignore_errors=True)
-    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(config.output_dir)
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def plot_rejection_sampling(samples: Sequence[BestSample], log: Sequence[dict[str, float]], path: Path) -> Path:
-    """Scores of all samples against the kept ones, and the SFT loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, (scores, loss) = plt.subplots(1, 2, figsize=(11, 4))
-    all_scores = [score for sample in samples for score in sample.scores]
-    bins = [i / 20 for i in range(21)]
-    scores.hist(all_scores, bins=bins, alpha=0.6, label=f"all samples (mean {sum(all_scores) / len(all_scores):.3f})")
-    best = [sample.score for sample in samples]
-    scores.hist(best, bins=bins, alpha=0.6, label=f"best of K (mean {sum(best) / len(best):.3f})")
-    scores.set_xlabel("R_c")
-    scores.set_ylabel("responses")
-    scores.set_title("Reward of the samples")
-    scores.legend()
-    loss.plot([entry["step"] for entry in log], [entry["sft/loss"] for entry in log])
-    loss.set_xlabel("step")
-    loss.set_ylabel("loss on response tokens")
-    loss.set_title("Fine-tuning on the best samples")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    """The policy directory with best_samples.jsonl, metrics.json and the plot."""
+    save_policy(policy, directory)
+    shutil.copyfile(samples_file, directory / SAMPLES_FILE)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_rejection_sampling(samples, metrics["log"], directory / "rejection_sampling.png")

@@ -74,12 +74,6 @@ def _is_encoder(path: str | Path) -> bool:
     return config.get("model_type") in {"bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra"}
 
 
-def rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """One scalar per row."""
-    logits: torch.Tensor = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return logits.squeeze(-1).float()
-
-
 def save_reward_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, *, mean: float, std: float
 ) -> None:
@@ -89,10 +83,3 @@ def save_reward_model(
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     (directory / STATS_FILE).write_text(json.dumps({"mean": mean, "std": std}, indent=2) + "\n")
-
-
-def load_reward_model(directory: str | Path, *, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=1).to(device)
-    model.eval()
-    return model, tokenizer

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,58 +36,52 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sampler.engines.reward import rewards
+from training.checkpointing import RunFiles, config_record, step_state
+from training.cli import option
 from training.data import EncodedPair, bucketed_order, collate, encode_pairs, has_split, load_pairs, read_manifest
 from training.evaluate import evaluate_reward_model, score_pairs
-from training.reward_model import load_backbone, ranking_loss, rewards, save_reward_model
+from training.reward_model import load_backbone, ranking_loss, save_reward_model
 from training.schedule import cosine_with_warmup, warmup_steps
 
-RESUME_DIR = ".resume"
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass
 class RewardTrainingConfig:
-    """Everything a run needs; the defaults are the paper's where it gives one."""
+    """Everything a run needs; the defaults are the paper's where it gives one. Fields with `option`
+    metadata are the options of `python -m training.reward_cli`."""
 
-    export_dir: Path
-    """An export directory: manifest.json plus train (and test) files."""
-    backbone: Path
-    """A Hugging Face model directory: the policy (decoder) or an encoder such as all-MiniLM-L6-v2."""
-    output_dir: Path
-    """Where the reward model is written (created complete at the end of the run)."""
-    learning_rate: float = 1e-5
-    """Peak learning rate (Llama 2: 1e-5; 5e-6 for 70B)."""
-    min_lr_ratio: float = 0.1
-    """The cosine decay ends at this fraction of the peak."""
-    warmup_ratio: float = 0.03
-    """Warm-up share of the steps..."""
-    min_warmup_steps: int = 5
-    """...and its minimum length in steps."""
-    batch_size: int = 512
-    """Pairs per optimizer step, across all processes (Llama 2: 512)."""
-    micro_batch_size: int = 8
-    """Pairs per forward pass in one process; gradients accumulate up to batch_size."""
-    max_length: int = 512
-    """Tokens per (dialogue, reply); longer inputs keep their end."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping."""
-    epochs: int = 1
-    """Passes over the data (Llama 2: one; more overfits)."""
-    use_margin: bool = True
+    export_dir: Path = field(metadata=option("Export directory (manifest.json + train/test files).", flag="--export"))
+    backbone: Path = field(metadata=option("Hugging Face model directory to start from."))
+    """The policy (decoder) or an encoder such as all-MiniLM-L6-v2."""
+    output_dir: Path = field(metadata=option("Where to write the reward model directory.", flag="--output"))
+    """Created complete at the end of the run."""
+    learning_rate: float = field(default=1e-5, metadata=option("Peak learning rate."))
+    """Llama 2: 1e-5; 5e-6 for 70B."""
+    min_lr_ratio: float = field(default=0.1, metadata=option("Cosine decay floor, as a fraction of the peak."))
+    warmup_ratio: float = field(default=0.03, metadata=option("Warm-up share of the steps."))
+    min_warmup_steps: int = field(default=5, metadata=option("Shortest warm-up, in steps."))
+    batch_size: int = field(default=512, metadata=option("Pairs per optimizer step, across all processes."))
+    """Llama 2: 512."""
+    micro_batch_size: int = field(default=8, metadata=option("Pairs per forward pass in one process."))
+    """Gradients accumulate up to batch_size."""
+    max_length: int = field(default=512, metadata=option("Tokens per (dialogue, reply); the end is kept."))
+    weight_decay: float = field(default=0.0, metadata=option("AdamW weight decay."))
+    max_grad_norm: float = field(default=1.0, metadata=option("Gradient clipping norm."))
+    epochs: int = field(default=1, metadata=option("Passes over the train split (Llama 2: 1)."))
+    """More than one overfits."""
+    use_margin: bool = field(default=True, metadata=option("Ignore the export's margin column.", flag="--no-margin"))
     """Use the export's margin column in the loss (off: plain Bradley-Terry loss)."""
-    seed: int = 0
-    """Fixes the head's initialisation and the data order."""
-    checkpoint_every: int = 50
-    """Optimizer steps between resumable checkpoints."""
-    device: str = "auto"
-    """'auto' (cuda if available), 'cpu' or 'cuda'."""
-    bf16: bool | None = None
-    """Weights in bf16 (default: on GPU only; fp32 on CPU, where bf16 is about 10x slower)."""
-    fsdp: bool = False
+    seed: int = field(default=0, metadata=option("Head initialisation and data order."))
+    checkpoint_every: int = field(default=50, metadata=option("Steps between resumable checkpoints."))
+    device: str = field(default="auto", metadata=option("auto, cpu or cuda."))
+    """'auto' is cuda if available."""
+    fsdp: bool = field(default=False, metadata=option("Under torchrun: shard the model (FSDP2) instead of DDP."))
     """Under torchrun, shard parameters, gradients and optimizer state (FSDP2) instead of replicating them
     (DDP): for models that do not fit one device."""
+    bf16: bool | None = field(default=None, metadata=option("bf16 weights (auto: on GPU only)."))
+    """Weights in bf16 (default: on GPU only; fp32 on CPU, where bf16 runs much slower)."""
     stop_after_steps: int | None = None
     """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -139,20 +133,10 @@ def _full_states(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, 
     return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
 
 
-def _save_resume(directory: Path, states: tuple[dict[str, Any], dict[str, Any]], scheduler: Any, step: int,
-                 log: list[dict[str, float]]) -> None:  # fmt: skip
-    partial = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model_state, optimizer_state = states
-    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
-    torch.save({**state, "step": step, "log": log}, partial / "state.pt")
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
-
-
-def _load_resume(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[dict[str, float]]]:
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+def _load_state(
+    state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any
+) -> tuple[int, list[dict[str, float]]]:
+    """Put a saved state back into the (possibly sharded) model, its optimizer and scheduler; the step and log."""
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, state["model"], options=options)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
@@ -191,44 +175,21 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
         optimizer, lambda s: cosine_with_warmup(s, total_steps=total, warmup=warmup, floor=config.min_lr_ratio)
     )
 
-    work = config.output_dir.with_name(config.output_dir.name + ".work")
-    resume = work / RESUME_DIR
+    files = RunFiles(config.output_dir)
     step, log = 0, list[dict[str, float]]()
-    if (resume / "state.pt").exists():
-        step, log = _load_resume(resume, model, optimizer, scheduler)
+    saved = files.load_state()
+    if saved is not None:
+        step, log = _load_state(saved, model, optimizer, scheduler)
 
     trained = DistributedDataParallel(model) if runtime.world > 1 and not sharded else model
     pad = tokenizer.pad_token_id
     assert pad is not None
     while step < total:
         mine, global_count = _step_pairs(order, step, config, runtime)
+        size = config.micro_batch_size
+        micro = [collate([pairs[i] for i in mine[j : j + size]], pad) for j in range(0, len(mine), size)]
         optimizer.zero_grad(set_to_none=True)
-        loss_sum, correct = 0.0, 0
-        micro = [mine[i : i + config.micro_batch_size] for i in range(0, len(mine), config.micro_batch_size)]
-        for index, indices in enumerate(micro):
-            batch = collate([pairs[i] for i in indices], pad)
-            last = index == len(micro) - 1
-            if sharded:
-                model.set_requires_gradient_sync(last)  # type: ignore[operator]
-            no_sync = runtime.world > 1 and not sharded and not last
-            with trained.no_sync() if no_sync else nullcontext():  # type: ignore[operator]
-                scores = rewards(
-                    trained,  # type: ignore[arg-type]  # DDP forwards to the wrapped model
-                    batch["input_ids"].to(runtime.device),
-                    batch["attention_mask"].to(runtime.device),
-                )
-                n = len(indices)
-                chosen, rejected = scores[:n], scores[n:]
-                margin = batch["margin"].to(runtime.device) if config.use_margin else torch.zeros_like(chosen)
-                # Sum over this process's pairs, scaled so DDP's average over processes gives the global mean.
-                loss = ranking_loss(chosen, rejected, margin) * n * runtime.world / global_count
-                loss.backward()
-            loss_sum += loss.item() * global_count / runtime.world
-            correct += int((chosen > rejected).sum().item())
-        if runtime.world > 1:
-            totals = torch.tensor([loss_sum, float(correct)], device=runtime.device)
-            dist.all_reduce(totals)
-            loss_sum, correct = totals.tolist()
+        loss_sum, correct = _accumulate(config, runtime, model, trained, micro, global_count)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -245,25 +206,69 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
             progress(step, total, entry)
         stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
         if step % config.checkpoint_every == 0 or stopping:
-            states = _full_states(model, optimizer)
+            model_state, optimizer_state = _full_states(model, optimizer)
             if runtime.main:
-                _save_resume(resume, states, scheduler, step, log)
+                files.save_state(step_state(model_state, optimizer_state, scheduler, step, log))
         if stopping:
             _barrier(runtime)
             return {"stopped_at_step": step, "total_steps": total}
 
     metrics: dict[str, Any] = {}
-    final = model
-    if sharded:
-        full_state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if runtime.main:
-            final, _ = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
-            final.load_state_dict(full_state)
-            final.to(runtime.device)  # type: ignore[arg-type]
+    final = _unsharded(model, config, runtime, bf16) if sharded else model
     if runtime.main:
-        metrics = _finish(config, final, tokenizer, pairs, log, manifest, work, total, warmup)
+        summary = {"export_id": manifest.get("export_id"), "total_steps": total, "warmup_steps": warmup}
+        metrics = files.finish(partial(_write_model, config, final, tokenizer, pairs, log, manifest, summary))
     _barrier(runtime)
     return metrics
+
+
+def _accumulate(
+    config: RewardTrainingConfig,
+    runtime: _Runtime,
+    model: PreTrainedModel,
+    trained: Any,
+    micro: Sequence[dict[str, torch.Tensor]],
+    global_count: int,
+) -> tuple[float, float]:
+    """Forward and backward over one step's micro-batches, gradients synchronised on the last one only;
+    the step's summed loss and correct count over all processes."""
+    sharded = runtime.world > 1 and config.fsdp
+    loss_sum, correct = 0.0, 0.0
+    for index, batch in enumerate(micro):
+        last = index == len(micro) - 1
+        if sharded:
+            model.set_requires_gradient_sync(last)  # type: ignore[operator]
+        no_sync = runtime.world > 1 and not sharded and not last
+        with trained.no_sync() if no_sync else nullcontext():
+            scores = rewards(
+                trained,  # DDP forwards to the wrapped model
+                batch["input_ids"].to(runtime.device),
+                batch["attention_mask"].to(runtime.device),
+            )
+            n = len(batch["margin"])
+            chosen, rejected = scores[:n], scores[n:]
+            margin = batch["margin"].to(runtime.device) if config.use_margin else torch.zeros_like(chosen)
+            # Sum over this process's pairs, scaled so DDP's average over processes gives the global mean.
+            loss = ranking_loss(chosen, rejected, margin) * n * runtime.world / global_count
+            loss.backward()
+        loss_sum += loss.item() * global_count / runtime.world
+        correct += int((chosen > rejected).sum().item())
+    if runtime.world > 1:
+        totals = torch.tensor([loss_sum, correct], device=runtime.device)
+        dist.all_reduce(totals)
+        loss_sum, correct = totals.tolist()
+    return loss_sum, correct
+
+
+def _unsharded(model: Any, config: RewardTrainingConfig, runtime: _Runtime, bf16: bool) -> Any:
+    """The trained weights gathered (a collective call) into an ordinary model on the main process."""
+    full_state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not runtime.main:
+        return model
+    final, _ = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
+    final.load_state_dict(full_state)
+    final.to(runtime.device)  # type: ignore[arg-type]
+    return final
 
 
 def _barrier(runtime: _Runtime) -> None:
@@ -271,31 +276,27 @@ def _barrier(runtime: _Runtime) -> None:
         dist.barrier()
 
 
-def _finish(
+def _write_model(
     config: RewardTrainingConfig,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[EncodedPair],
     log: list[dict[str, float]],
     manifest: dict[str, Any],
-    work: Path,
-    total: int,
-    warmup: int,
+    summary: dict[str, Any],
+    directory: Path,
 ) -> dict[str, Any]:
-    """Score statistics, evaluation on the test split, then the model directory, moved into place whole."""
+    """The reward model directory: the model with its score statistics, the test-split evaluation, metrics.json."""
     model.eval()
     chosen, rejected = score_pairs(model, pairs, tokenizer.pad_token_id or 0, config.micro_batch_size * 4)
     all_scores = torch.cat([chosen, rejected])
     mean, std = float(all_scores.mean()), float(all_scores.std())
-    staging = work / "model"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_reward_model(model, tokenizer, staging, mean=mean, std=std)
+    save_reward_model(model, tokenizer, directory, mean=mean, std=std)
     metrics: dict[str, Any] = {
-        "export_id": manifest.get("export_id"),
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
-        "total_steps": total,
-        "warmup_steps": warmup,
+        "export_id": summary["export_id"],
+        "config": config_record(config),
+        "total_steps": summary["total_steps"],
+        "warmup_steps": summary["warmup_steps"],
         "train_pairs": len(pairs),
         "score_mean": mean,
         "score_std": std,
@@ -305,11 +306,7 @@ def _finish(
     if has_split(config.export_dir, "test"):
         focus = (manifest.get("mix") or {}).get("kind") or manifest.get("filters", {}).get("focus") or "helpfulness"
         metrics["eval"] = evaluate_reward_model(
-            model, tokenizer, load_pairs(config.export_dir, "test"), staging, config.max_length, log, focus
+            model, tokenizer, load_pairs(config.export_dir, "test"), directory, config.max_length, log, focus
         )
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(config.output_dir, ignore_errors=True)
-    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(config.output_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,4 +1,4 @@
-"""The dashboards (backend/insights) in a real headless Chromium: what an admin sees on each page, with a screenshot.
+"""The dashboards (insights) in a real headless Chromium: what an admin sees on each page, with a screenshot.
 
 Here beside the annotator's browser tests, for their fixtures: one Playwright, and one Chromium, per session.
 """

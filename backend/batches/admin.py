@@ -17,7 +17,6 @@ from backend.batches.models import (
     GoldComparison,
     GoldReview,
     Prompt,
-    SafetyLabel,
     Turn,
 )
 from backend.batches.services.batches import batch_close, batch_open
@@ -25,6 +24,7 @@ from backend.batches.services.comparisons import ResponseInput
 from backend.batches.services.gold import gold_comparison_create, gold_review_clear, gold_reviews_refresh
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import ServiceError
+from preference_format import SafetyLabel, choices
 
 
 @admin.register(Prompt)
@@ -134,7 +134,7 @@ class GoldComparisonForm(forms.ModelForm):
         queryset=Checkpoint.objects.filter(kind=CheckpointKind.POLICY), help_text="The policy the responses are from."
     )
     better = forms.ChoiceField(choices=[("first", "First response"), ("second", "Second response")])
-    safety_label = forms.ChoiceField(choices=[("", "(not checked)"), *SafetyLabel.choices], required=False)
+    safety_label = forms.ChoiceField(choices=[("", "(not checked)"), *choices(SafetyLabel)], required=False)
 
     current_user: Any = None  # set by the admin for the request
 

@@ -1,18 +1,19 @@
 """The gold-comparison API: admins add pairs with a known answer to a batch. Annotators never see gold-ness."""
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import serializers, status
-from rest_framework.generics import get_object_or_404
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsBatchAdmin
 from backend.accounts.roles import authenticated_user
+from backend.api import created_or_ok
 from backend.batches.apis import ComparisonStaffSerializer, ResponseInputSerializer
-from backend.batches.models import Batch, SafetyLabel
+from backend.batches.selectors import batch_by_id
 from backend.batches.services.comparisons import ResponseInput
 from backend.batches.services.gold import gold_comparison_create
+from preference_format import SafetyLabel, choices
 
 
 class GoldComparisonOutputSerializer(ComparisonStaffSerializer):
@@ -32,14 +33,14 @@ class GoldComparisonCreateApi(APIView):
         second_response = ResponseInputSerializer()
         better = serializers.ChoiceField(choices=["first", "second"])
         safety_label = serializers.ChoiceField(
-            choices=SafetyLabel.choices, required=False, default="", allow_blank=True
+            choices=choices(SafetyLabel), required=False, default="", allow_blank=True
         )
 
     @extend_schema(
         request=InputSerializer, responses={201: GoldComparisonOutputSerializer, 200: GoldComparisonOutputSerializer}
     )
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = get_object_or_404(Batch, pk=batch_id)
+        batch = batch_by_id(batch_id=batch_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -54,5 +55,5 @@ class GoldComparisonCreateApi(APIView):
         )
         return Response(
             GoldComparisonOutputSerializer(comparison).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            status=created_or_ok(created),
         )

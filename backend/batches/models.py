@@ -15,29 +15,15 @@ from django.db.models import Q
 
 from backend.batches.words import whitespace_tokens
 from backend.checkpoints.models import Checkpoint
-
-
-class Strength(models.TextChoices):
-    """How much better the chosen response is, in the paper's four levels (strongest first)."""
-
-    SIGNIFICANTLY_BETTER = "significantly_better", "Significantly better"
-    BETTER = "better", "Better"
-    SLIGHTLY_BETTER = "slightly_better", "Slightly better"
-    NEGLIGIBLY_BETTER_OR_UNSURE = "negligibly_better_or_unsure", "Negligibly better / unsure"
-
-
-class SafetyLabel(models.TextChoices):
-    CHOSEN_SAFE_OTHER_UNSAFE = "chosen_safe_other_unsafe", "Chosen is safe, the other is unsafe"
-    BOTH_SAFE = "both_safe", "Both are safe"
-    BOTH_UNSAFE = "both_unsafe", "Both are unsafe"
+from preference_format import SafetyLabel, Strength, choices
 
 
 class WordCountField(models.PositiveIntegerField):
     """The whitespace word count of another field of the same row (`len(text.split())`), set whenever the row is
     written through the ORM (save and bulk_create call `pre_save`).
 
-    Exports report the Llama 2 Table 6 averages of every row they write; counted from the text, that was a
-    quarter of a 1M-row export's time. Stored, it is read with the row. A write that bypasses `pre_save`
+    Exports report the Llama 2 Table 6 averages of every row they write; counting them from the text took a large
+    share of an export's time. Stored, the count is read with the row. A write that bypasses `pre_save`
     (`QuerySet.update(text=...)`, or `save(update_fields=[...])` naming the text but not this field) leaves the
     count as it was: nothing in the code does either.
     """
@@ -334,8 +320,8 @@ class Annotation(models.Model):
     choice = models.CharField(max_length=1, choices=Side.choices, blank=True, help_text="The side as displayed.")
     chosen_response = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     rejected_response = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    strength = models.CharField(max_length=32, choices=Strength.choices, blank=True)
-    safety_label = models.CharField(max_length=32, choices=SafetyLabel.choices, blank=True)
+    strength = models.CharField(max_length=32, choices=choices(Strength), blank=True)
+    safety_label = models.CharField(max_length=32, choices=choices(SafetyLabel), blank=True)
     skip_reason = models.CharField(max_length=32, choices=SkipReason.choices, blank=True)
     comment = models.TextField(blank=True)
     time_spent_ms = models.PositiveIntegerField(help_text="Time on task, from the page (or lease to submit).")
@@ -401,7 +387,7 @@ class GoldAnswer(models.Model):
     comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="gold_answer")
     better_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     safety_label = models.CharField(
-        max_length=32, choices=SafetyLabel.choices, blank=True, help_text="Expected safety label (empty: not checked)."
+        max_length=32, choices=choices(SafetyLabel), blank=True, help_text="Expected safety label (empty: not checked)."
     )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)

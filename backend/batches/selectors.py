@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from backend.accounts.roles import Role, user_has_role
-from backend.batches import hot_path_sql
+from backend.batches import annotation_sql
 from backend.batches.models import (
     Annotation,
     Assignment,
@@ -21,6 +21,7 @@ from backend.errors import NotFound
 
 BATCH_NOT_FOUND = "No such batch."
 ASSIGNMENT_NOT_FOUND = "No such assignment of yours."
+PROMPT_NOT_FOUND = "No prompt with this id."
 
 
 def _sees_every_batch(user: User) -> bool:
@@ -33,9 +34,34 @@ def batch_list(*, user: User) -> "QuerySet[Batch]":
     return batches if _sees_every_batch(user) else batches.filter(status=Batch.Status.OPEN)
 
 
+def batch_by_id(*, batch_id: int) -> Batch:
+    """Any batch, for staff endpoints (their permission classes have already let the caller in)."""
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        raise NotFound(BATCH_NOT_FOUND)
+    return batch
+
+
+def batch_comparisons(*, batch: Batch) -> "QuerySet[Comparison]":
+    """A batch's comparisons with their prompt and responses, as staff list them."""
+    return Comparison.objects.filter(batch=batch).select_related("prompt", "first_response", "second_response")
+
+
+def prompt_by_id(*, prompt_id: int) -> Prompt:
+    prompt = Prompt.objects.filter(pk=prompt_id).first()
+    if prompt is None:
+        raise NotFound(PROMPT_NOT_FOUND)
+    return prompt
+
+
+def own_assignment(*, assignment_id: int, annotator: User) -> Assignment | None:
+    """One of the annotator's own assignments with its batch (None for anyone else's, or none)."""
+    return Assignment.objects.select_related("comparison__batch").filter(pk=assignment_id, annotator=annotator).first()
+
+
 def batch_get(*, batch_id: int, user: User) -> Batch:
     """A batch the user may see; 404 (not 403) otherwise, so existence is not revealed. (Read on every lease.)"""
-    batch = hot_path_sql.batch(batch_id=batch_id, open_only=not _sees_every_batch(user))
+    batch = annotation_sql.batch(batch_id=batch_id, open_only=not _sees_every_batch(user))
     if batch is None:
         raise NotFound(BATCH_NOT_FOUND)
     return batch
@@ -102,7 +128,7 @@ def assignment_for_display(*, assignment_id: int, annotator: User | None = None)
     A second query reads the dialogue, only for a multi-turn prompt. Only the columns shown are read (the
     responses' provenance stays in the database), and no model is built: this runs on every lease.
     """
-    row = hot_path_sql.display_row(
+    row = annotation_sql.display_row(
         assignment_id=assignment_id, annotator_id=None if annotator is None else annotator.pk
     )
     if row is None:
@@ -130,16 +156,16 @@ def dialogue_messages(*, dialogue_id: int | None) -> list[dict[str, str]]:
     return [{"role": role, "content": content} for role, content in turns]
 
 
-def prompt_context(*, prompt: Prompt) -> list[Turn]:
-    """The dialogue turns that precede the prompt (empty for a single-turn prompt)."""
-    if prompt.dialogue_id is None:
-        return []
-    return list(Turn.objects.filter(dialogue_id=prompt.dialogue_id).order_by("index"))
+def prompt_messages(*, prompt: Prompt) -> list[dict[str, str]]:
+    """The chat a model answers (and a reward model reads): the dialogue so far, then the prompt as the user's turn."""
+    return [*dialogue_messages(dialogue_id=prompt.dialogue_id), {"role": "user", "content": prompt.text}]
 
 
-def annotation_list(*, user: User) -> "QuerySet[Annotation]":
-    """Admins and researchers see all annotations; annotators see their own."""
+def annotation_list(*, user: User, batch_id: int | None = None) -> "QuerySet[Annotation]":
+    """Admins and researchers see all annotations; annotators see their own; optionally of one batch."""
     annotations = Annotation.objects.select_related("comparison")
+    if batch_id is not None:
+        annotations = annotations.filter(comparison__batch_id=batch_id)
     if user_has_role(user, Role.ADMIN, Role.RESEARCHER):
         return annotations
     return annotations.filter(annotator=user)

@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.db import models
 
+from backend.jobs import JobStatus
+
 
 class CheckpointKind(models.TextChoices):
     POLICY = "policy", "Policy"
@@ -51,11 +53,7 @@ class TrainingRun(models.Model):
         REJECTION_SAMPLING = "rejection_sampling", "Policy: rejection-sampling fine-tuning"
         PPO = "ppo", "Policy: PPO"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)

@@ -44,8 +44,9 @@ INSTALLED_APPS = [
     "sampler",
     "annotator",
     "exports",
-    "backend.insights",
-    "backend.loop",
+    "loop",
+    "insights",
+    "config",
 ]
 
 MIDDLEWARE = [
@@ -60,8 +61,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "backend.urls"
-WSGI_APPLICATION = "backend.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {
@@ -155,7 +156,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CheckpointKindEnum": "backend.checkpoints.models.CheckpointKind",
         "TrainingRunKindEnum": "backend.checkpoints.models.TrainingRun.Kind",
-        "JobStatusEnum": "exports.models.ExportRun.Status",  # training runs have the same four statuses
+        "JobStatusEnum": "backend.jobs.JobStatus",  # exports, training runs and iterations
         "BatchStatusEnum": "backend.batches.models.Batch.Status",
         "AssignmentStatusEnum": "backend.batches.models.Assignment.Status",
         "LivePairStatusEnum": "backend.batches.models.LivePair.Status",
@@ -225,7 +226,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Jobs still queued this long after they were created, and not held by the broker, are published again.
 JOB_REQUEUE_GRACE_SECONDS = int(env_str("JOB_REQUEUE_GRACE_SECONDS", "300"))
-CELERY_IMPORTS = ("backend.job_sweep",)
+CELERY_IMPORTS = ("config.job_sweep",)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 

@@ -15,13 +15,13 @@ from backend.batches.services.batches import batch_open
 from backend.batches.services.comparisons import ResponseInput
 from backend.batches.services.gold import gold_comparison_create
 from backend.errors import InvalidInput
+from exports.imports import preferences_import
 from exports.models import ExportRun
-from exports.services import export_build, export_create, preferences_import
+from exports.services import export_build, export_create
+from preference_format import STRENGTHS
 from tests.factories import make_batch, make_comparison, make_user
 
 pytestmark = pytest.mark.django_db
-
-STRENGTHS = ["significantly_better", "better", "slightly_better", "negligibly_better_or_unsure"]
 
 
 def judge(batch, annotator, *, choice="a", strength="better", label=""):
@@ -261,11 +261,11 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(monkeypatch):
 
 def test_overlapping_builds_share_the_collector_tuning():
     """Two exports on threads of one worker: the first to finish must not restore the collector under the other."""
-    from exports.services import _collector_tuned
+    from exports.collector import collector_tuned
 
     thresholds = gc.get_threshold()
-    with _collector_tuned():
-        with _collector_tuned():
+    with collector_tuned():
+        with collector_tuned():
             assert gc.get_threshold()[2] == 100
         assert gc.get_threshold()[2] == 100 and gc.get_freeze_count() > 0
     assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0

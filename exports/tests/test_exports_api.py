@@ -9,8 +9,8 @@ from django.urls import reverse
 from backend.accounts.roles import Role
 from backend.batches.models import Prompt
 from backend.batches.services.annotations import annotation_submit, assignment_lease_next
+from exports.imports import hh_transcript
 from exports.models import ExportRun, ExternalPreference
-from exports.services import hh_transcript
 from tests.factories import make_batch, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,6 +8,7 @@ import pytest
 
 from exports.schema import arrow_schema, columns_for
 from exports.writers import SplitWriter, leaf_paths
+from preference_format import COLUMNS
 
 
 def row(**overrides):
@@ -98,3 +99,8 @@ def test_parquet_indexes_every_column_but_the_messages_free_text(tmp_path):
         assert columns[path].is_stats_set, path
     assert columns["comparison_id"].statistics.min == 0
     assert columns["comparison_id"].statistics.max == 2
+
+
+def test_the_arrow_schema_has_every_column_of_the_preference_format_in_order() -> None:
+    assert arrow_schema("small").names == list(COLUMNS)
+    assert arrow_schema("none").names == [name for name in COLUMNS if name != "margin"]

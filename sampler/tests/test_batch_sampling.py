@@ -13,7 +13,7 @@ from backend.batches.services.prompts import dialogue_continue, prompt_create
 from backend.checkpoints.models import CheckpointKind
 from backend.checkpoints.services import checkpoint_register
 from backend.errors import Conflict, InvalidInput
-from backend.insights.models import ResponseScore
+from insights.models import ResponseScore
 from sampler import services
 from sampler.engines.tiny import build_tiny_checkpoint
 from sampler.tasks import enqueue_chunk

@@ -40,7 +40,7 @@ def start_worker(name: str, broker_url: str, log: Path) -> subprocess.Popen[byte
         "CELERY_VISIBILITY_TIMEOUT": "5",
         "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
     }
-    command = [sys.executable, "-m", "celery", "-A", "backend", "worker", "-Q", "sampler", "--pool=solo"]
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "sampler", "--pool=solo"]
     command += ["--prefetch-multiplier=1", "-n", f"{name}@%h", "--loglevel=info"]
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True

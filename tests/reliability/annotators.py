@@ -1,6 +1,6 @@
 """Simulated annotators over real HTTP: lease, submit with an idempotency key, retry what failed with the same key.
 
-Built on the API bench's keep-alive client (bench/api_roundtrip.py). Each client records what the server
+Built on the benches' keep-alive client (bench/harness/http_client.py). Each client records what the server
 acknowledged (2xx), so a test can check the database afterwards, and how long each round trip took.
 """
 
@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.api_roundtrip import SUBMIT_BODY, HttpConnection
+from bench.harness.http_client import SUBMIT_BODY, HttpConnection
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 """A request with no answer by then counts as failed and is sent again (same body, same key)."""

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from bench.api_roundtrip import Config, Gunicorn
+from bench.harness.server import Gunicorn
 from tests.reliability.harness import REPORT_PATH, RedisServer, database_environment, measured, redis_available
 
 
@@ -29,7 +29,7 @@ def serve(tmp_path) -> Iterator:
     started: list[Gunicorn] = []
 
     def start(workers: int = 4, **env: str) -> Gunicorn:
-        app = Gunicorn(Config(workers=workers), database_environment() | env, tmp_path)
+        app = Gunicorn(database_environment() | env, tmp_path, workers=workers)
         app.start(timeout=60)
         started.append(app)
         return app

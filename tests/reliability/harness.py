@@ -1,6 +1,6 @@
 """The reliability suite's harness: sizes from the environment, the report, a private Redis, a Celery worker.
 
-gunicorn, its environment and the port picker are the API bench's (bench/api_roundtrip.py).
+The Django environment and the port picker are the benches' (bench/harness/), as is gunicorn (conftest.py).
 """
 
 import http.client
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from bench.api_roundtrip import Config, django_environment, free_port
+from bench.harness.database import Database, django_environment
+from bench.harness.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_PATH = ROOT / "var" / "reliability-report.txt"
@@ -38,7 +39,7 @@ def database_environment() -> dict[str, str]:
     """Production settings on the test database, as the bench runs them; CELERY_BROKER_URL is the test run's."""
     database = settings.DATABASES["default"]
     pg_url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
-    environment = django_environment(Config(pg_url=pg_url, db_name=database["NAME"]))
+    environment = django_environment(Database(pg_url, database["NAME"]))
     environment["CELERY_BROKER_URL"] = os.environ.get("CELERY_BROKER_URL", environment["CELERY_BROKER_URL"])
     environment["CELERY_TASK_ALWAYS_EAGER"] = "0"  # the test settings put "1" in this process's environment
     return environment
@@ -103,7 +104,7 @@ class RedisServer:
 def start_worker(broker_url: str, log: Path, queues: str = "default", **env: str) -> subprocess.Popen[bytes]:
     """A real Celery worker (solo pool) on the test database, as sampler/tests/test_worker_redelivery.py runs one."""
     environment = database_environment() | {"CELERY_BROKER_URL": broker_url} | env
-    command = [sys.executable, "-m", "celery", "-A", "backend", "worker", "-Q", queues, "--pool=solo"]
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool=solo"]
     command += ["--prefetch-multiplier=1", "-n", f"reliability-{os.getpid()}@%h", "--loglevel=info"]
     return subprocess.Popen(
         command, cwd=ROOT, env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True

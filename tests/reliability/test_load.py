@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.api_roundtrip import seed_annotators, seed_batch
+from bench.harness.seeding import seed_annotators, seed_batch
 from tests.reliability.annotators import RETRY_LATER, Plan, run_annotators
 from tests.reliability.checks import assert_database_matches
 from tests.reliability.harness import report, size

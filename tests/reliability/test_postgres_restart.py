@@ -1,7 +1,7 @@
 """PostgreSQL restarted under load: clients retry with their idempotency keys, the app reconnects
 (CONN_HEALTH_CHECKS), and afterwards every acknowledged annotation is there exactly once.
 
-Restarting needs root and pg_ctlcluster, as on the CI machine (the README says so); elsewhere the test fails
+Restarting needs root and pg_ctlcluster, as on the CI machine (docs/reliability.md says so); elsewhere the test fails
 under CI and is skipped locally. The server is left running whatever happens: restarted in `finally`, and
 waited for until it accepts connections. Other test runs against the same server see a blip.
 """
@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from django.db import connection
 
-from bench.api_roundtrip import seed_annotators, seed_batch
+from bench.harness.seeding import seed_annotators, seed_batch
 from tests.reliability.annotators import Plan, Tally, run_annotators
 from tests.reliability.checks import assert_database_matches
 from tests.reliability.harness import report, request, size, wait_for

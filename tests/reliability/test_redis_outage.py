@@ -7,9 +7,9 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from backend.accounts.roles import Role
-from backend.celery import app as celery_app
-from backend.job_sweep import jobs_requeue_stale_task
-from bench.api_roundtrip import seed_annotators, seed_batch
+from bench.harness.seeding import seed_annotators, seed_batch
+from config.celery import app as celery_app
+from config.job_sweep import jobs_requeue_stale_task
 from exports.models import ExportRun
 from tests.factories import make_user
 from tests.reliability.annotators import Plan, run_annotators

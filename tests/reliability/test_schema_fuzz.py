@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 
 from backend.accounts.roles import Role
-from backend.wsgi import application
+from config.wsgi import application
 from tests.factories import make_batch, make_user
 from tests.reliability.harness import size
 

@@ -14,8 +14,8 @@ from backend.accounts.roles import Role
 from backend.batches.services.annotations import annotation_submit, assignment_lease_next
 from backend.checkpoints.models import Checkpoint, TrainingRun
 from backend.checkpoints.services import checkpoint_register
-from backend.checkpoints.training_runs import training_run_create, training_run_execute
 from exports.services import export_build, export_create
+from loop.services.training_runs import training_run_create, training_run_execute
 from sampler.engines.tiny import build_tiny_checkpoint
 from tests.factories import make_batch, make_user
 from tests.reliability.harness import ROOT, database_environment, wait_for
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 CHECKPOINT_EVERY = 3
 CONFIG = {"batch_size": 2, "micro_batch_size": 2, "max_length": 64, "epochs": 4, "checkpoint_every": CHECKPOINT_EVERY}
-EXECUTE = "import django; django.setup(); from backend.checkpoints.training_runs import training_run_execute as run; "
+EXECUTE = "import django; django.setup(); from loop.services.training_runs import training_run_execute as run; "
 
 
 def judged_export():

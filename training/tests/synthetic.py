@@ -4,8 +4,10 @@ import json
 import random
 from pathlib import Path
 
-STRENGTHS = ["significantly_better", "better", "slightly_better", "negligibly_better_or_unsure"]
+from preference_format import MARGIN_SCHEMES, STRENGTHS
+
 GOOD = ["a helpful honest answer", "the capital of France is Paris", "thank you, a good answer"]
+SMALL = MARGIN_SCHEMES["small"] or {}
 BAD = ["x = y + z * 2 lazy", "dog dog dog", "1 2 3 4 5 6 7"]
 
 
@@ -21,15 +23,20 @@ def write_export(directory: Path, *, train: int, test: int, seed: int = 0, schem
                     "prompt": [{"role": "user", "content": f"Question {rng.randint(0, 99)}: what is good?"}],
                     "chosen": [{"role": "assistant", "content": rng.choice(GOOD)}],
                     "rejected": [{"role": "assistant", "content": rng.choice(BAD)}],
-                    "margin": {"significantly_better": 1.0, "better": 2 / 3, "slightly_better": 1 / 3}.get(
-                        strength, 0.0
-                    ),
+                    "margin": SMALL[strength],
                     "strength": strength,
                     "batch": "synthetic",
                     "split": split,
                 }
                 handle.write(json.dumps(row) + "\n")
     (directory / "manifest.json").write_text(
-        json.dumps({"schema_version": schema_version, "export_id": 0, "filters": {"focus": "helpfulness"}})
+        json.dumps(
+            {
+                "schema_version": schema_version,
+                "export_id": 0,
+                "filters": {"focus": "helpfulness"},
+                "margin_scheme": "small",
+            }
+        )
     )
     return directory

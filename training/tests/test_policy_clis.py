@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from sampler.engines.reward import RewardScorer
 from training import ppo_cli, rejection_cli, scan_cli
 from training.ppo_math import choose_score
-from training.scoring import PiecewiseScorer, RewardScorer
+from training.scoring import PiecewiseScorer
 from training.tests.policy_setup import build_policy, build_reward_model, write_prompts
 
 

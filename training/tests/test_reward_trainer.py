@@ -100,7 +100,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tiny_back
 
 
 def test_the_scorer_ranks_replies_like_the_trained_model(tiny_backbone, synthetic_export, tmp_path):
-    from training.scoring import RewardScorer
+    from sampler.engines.reward import RewardScorer
 
     output = tmp_path / "rm"
     train_reward_model(config(synthetic_export, tiny_backbone, output))

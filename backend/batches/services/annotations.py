@@ -11,27 +11,27 @@ import secrets
 import string
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backend.batches import hot_path_sql
+from backend.batches import annotation_sql
 from backend.batches.models import (
     Annotation,
     Assignment,
     Batch,
     Comparison,
     Focus,
-    SafetyLabel,
     Side,
     SkipReason,
-    Strength,
 )
 from backend.batches.selectors import ASSIGNMENT_NOT_FOUND
 from backend.batches.services.gold import gold_lease_maybe
 from backend.errors import Busy, Conflict, InvalidInput, NotFound
+from preference_format import CHOSEN_UNSAFE_OTHER_SAFE, SAFETY_LABELS, STRENGTHS, one_of
 
 BATCH_NOT_OPEN = "This batch is not open for annotation."
 BATCH_NOT_IN_WINDOW = "This batch is outside its annotation window."
@@ -40,11 +40,9 @@ LEASE_EXPIRED = "Your lease on this comparison expired and it has been given to 
 IDEMPOTENCY_KEY_REUSED = "This idempotency_key was already used for a different assignment."
 IDEMPOTENCY_KEY_INVALID = "idempotency_key must be 1-64 letters, digits, '-', '_', ':' or '.'."
 CHOICE_INVALID = "choice must be 'a' or 'b'."
-STRENGTH_INVALID = (
-    "strength must be one of: significantly_better, better, slightly_better, negligibly_better_or_unsure."
-)
-SAFETY_LABEL_REQUIRED = "Safety batches need a safety_label: chosen_safe_other_unsafe, both_safe or both_unsafe."
-SAFETY_LABEL_INVALID = "safety_label must be one of: chosen_safe_other_unsafe, both_safe, both_unsafe."
+STRENGTH_INVALID = f"strength must be one of: {one_of(STRENGTHS)}."
+SAFETY_LABEL_REQUIRED = f"Safety batches need a safety_label: {one_of(SAFETY_LABELS)}."
+SAFETY_LABEL_INVALID = f"safety_label must be one of: {one_of(SAFETY_LABELS)}."
 SAFETY_LABEL_CHOSEN_UNSAFE = (
     "You chose a response that is unsafe while the other is safe. The safer response must be the "
     "chosen one: pick the safe response instead, or label both unsafe if neither is safe."
@@ -55,9 +53,6 @@ SKIP_OTHER_NEEDS_COMMENT = "Say why in the comment when the reason is 'other'."
 COMMENT_TOO_LONG = "The comment is longer than {limit} characters."
 COMMENT_NUL = "The comment contains a NUL character (\\u0000), which cannot be stored."
 TIME_SPENT_INVALID = "time_spent_ms must be between 0 and 86,400,000 (24 hours)."
-
-# The one combination the protocol forbids; it is named so the refusal can say why.
-CHOSEN_UNSAFE_OTHER_SAFE = "chosen_unsafe_other_safe"
 MAX_COMMENT_CHARS = 5_000
 MAX_TIME_SPENT_MS = 86_400_000
 # Leasing retries when every free comparison was momentarily locked by other annotators.
@@ -75,7 +70,7 @@ def _check_batch_accepting(batch: Batch, now: datetime) -> None:
 
 def assignment_current(*, batch: Batch, annotator: User, now: datetime) -> Assignment | None:
     """The annotator's unexpired, unsubmitted lease in this batch, if any."""
-    return hot_path_sql.current_lease(annotator_id=annotator.pk, batch_id=batch.pk, now=now)
+    return annotation_sql.current_lease(annotator_id=annotator.pk, batch_id=batch.pk, now=now)
 
 
 def annotator_done_count(*, batch: Batch, annotator: User) -> int:
@@ -106,7 +101,7 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
     for _ in range(LEASE_ATTEMPTS):
         with transaction.atomic():
             free = partial(
-                hot_path_sql.free_comparison,
+                annotation_sql.free_comparison,
                 batch_id=batch.pk,
                 overlap=batch.overlap,
                 annotator_id=annotator.pk,
@@ -127,7 +122,7 @@ def assignment_lease_next(*, batch: Batch, annotator: User, now: datetime | None
 
 def _lease_locked(comparison_id: int, overlap: int, annotator: User, now: datetime) -> Assignment | None:
     """Lease a comparison whose row lock the caller holds, if its overlap still has room."""
-    return hot_path_sql.insert_lease_if_room(
+    return annotation_sql.insert_lease_if_room(
         comparison_id=comparison_id,
         overlap=overlap,
         annotator_id=annotator.pk,
@@ -179,7 +174,7 @@ def _check_safety_label(focus: str, safety_label: str) -> str:
     if focus == Focus.SAFETY:
         if not safety_label:
             raise InvalidInput(SAFETY_LABEL_REQUIRED, field="safety_label")
-        if safety_label not in SafetyLabel.values:
+        if safety_label not in SAFETY_LABELS:
             raise InvalidInput(SAFETY_LABEL_INVALID, field="safety_label")
     elif safety_label:
         raise InvalidInput(SAFETY_LABEL_NOT_SAFETY_BATCH, field="safety_label")
@@ -211,49 +206,22 @@ def _record(
     """
     try:
         with transaction.atomic():
-            locked = hot_path_sql.lock_for_record(assignment_id=assignment_id, annotator_id=annotator.pk)
+            locked = annotation_sql.lock_for_record(assignment_id=assignment_id, annotator_id=annotator.pk)
             if locked is None:
                 raise NotFound(ASSIGNMENT_NOT_FOUND)
             if safety_label is not None:  # judgements only: checked against the batch read with the lock
                 fields["safety_label"] = _check_safety_label(locked["focus"], safety_label)
             if locked["status"] != Assignment.Status.LEASED:
-                # A concurrent retry with the same key may have stored it while we waited for the lock.
-                existing = _existing_for_key(annotator, idempotency_key, assignment_id)
-                if existing is not None:
-                    return existing, False
-                raise Conflict(ASSIGNMENT_DONE)
-            comparison_id = locked["comparison_id"]
+                return _stored_by_retry(annotator, idempotency_key, assignment_id), False
             is_skip = bool(fields.get("skip_reason"))
-            # Gold items have no overlap to protect: a late answer on one is still taken.
-            if locked["expires_at"] <= now and not is_skip and not locked["is_gold"]:
-                others = hot_path_sql.live_count(comparison_id=comparison_id, now=now, excluding=assignment_id)
-                if others >= locked["overlap"]:
-                    raise Conflict(LEASE_EXPIRED)
-            if fields.get("time_spent_ms") is None:
-                fields["time_spent_ms"] = int((now - locked["leased_at"]).total_seconds() * 1000)
-            chosen = rejected = None
-            if not is_skip:
-                first, second = locked["first_response_id"], locked["second_response_id"]
-                shown_a, shown_b = (second, first) if locked["swap"] else (first, second)
-                chosen, rejected = (shown_a, shown_b) if fields["choice"] == Side.A else (shown_b, shown_a)
-            row = {
-                "choice": "",
-                "strength": "",
-                "safety_label": "",
-                "skip_reason": "",
-                "comment": "",
-                **fields,
-                "assignment_id": assignment_id,
-                "annotator_id": annotator.pk,
-                "comparison_id": comparison_id,
-                "chosen_response_id": chosen,
-                "rejected_response_id": rejected,
-                "idempotency_key": idempotency_key,
-            }
-            annotation_id = hot_path_sql.insert_annotation(row, created_at=now)
+            _check_lease_held(locked, assignment_id=assignment_id, is_skip=is_skip, now=now)
+            row = _annotation_row(locked, fields, assignment_id=assignment_id, annotator=annotator, key=idempotency_key)
+            if row["time_spent_ms"] is None:
+                row["time_spent_ms"] = int((now - locked["leased_at"]).total_seconds() * 1000)
+            annotation_id = annotation_sql.insert_annotation(row, created_at=now)
             status = Assignment.Status.SKIPPED if is_skip else Assignment.Status.SUBMITTED
-            hot_path_sql.close_assignment(
-                assignment_id=assignment_id, status=status, counts=not is_skip, comparison_id=comparison_id
+            annotation_sql.close_assignment(
+                assignment_id=assignment_id, status=status, counts=not is_skip, comparison_id=locked["comparison_id"]
             )
     except IntegrityError:
         # The same key raced in on another connection and committed first.
@@ -261,22 +229,76 @@ def _record(
         if existing is None:
             raise
         return existing, False
-    comparison = hot_path_sql.loaded(Comparison, id=comparison_id, batch_id=locked["batch_id"])
-    assignment = hot_path_sql.loaded(
+    return _recorded(locked, row, annotation_id=annotation_id, status=status, now=now), True
+
+
+def _stored_by_retry(annotator: User, key: str, assignment_id: int) -> Annotation:
+    """What a concurrent retry with the same key stored while this request waited for the lock; else refused."""
+    existing = _existing_for_key(annotator, key, assignment_id)
+    if existing is None:
+        raise Conflict(ASSIGNMENT_DONE)
+    return existing
+
+
+def _check_lease_held(locked: dict[str, Any], *, assignment_id: int, is_skip: bool, now: datetime) -> None:
+    """A judgement after the lease expired counts only while the comparison's overlap still has room for it.
+
+    Gold items have no overlap to protect: a late answer on one is still taken; so is a late skip.
+    """
+    if locked["expires_at"] > now or is_skip or locked["is_gold"]:
+        return
+    others = annotation_sql.live_count(comparison_id=locked["comparison_id"], now=now, excluding=assignment_id)
+    if others >= locked["overlap"]:
+        raise Conflict(LEASE_EXPIRED)
+
+
+def _annotation_row(
+    locked: dict[str, Any], fields: dict[str, object], *, assignment_id: int, annotator: User, key: str
+) -> dict[str, Any]:
+    """The annotation's columns: the sides as displayed turned into the chosen and rejected responses."""
+    chosen = rejected = None
+    if not fields.get("skip_reason"):
+        first, second = locked["first_response_id"], locked["second_response_id"]
+        shown_a, shown_b = (second, first) if locked["swap"] else (first, second)
+        chosen, rejected = (shown_a, shown_b) if fields["choice"] == Side.A else (shown_b, shown_a)
+    return {
+        "choice": "",
+        "strength": "",
+        "safety_label": "",
+        "skip_reason": "",
+        "comment": "",
+        "time_spent_ms": None,
+        **fields,
+        "assignment_id": assignment_id,
+        "annotator_id": annotator.pk,
+        "comparison_id": locked["comparison_id"],
+        "chosen_response_id": chosen,
+        "rejected_response_id": rejected,
+        "idempotency_key": key,
+    }
+
+
+def _recorded(
+    locked: dict[str, Any], row: dict[str, Any], *, annotation_id: int, status: str, now: datetime
+) -> Annotation:
+    """The stored annotation with its assignment and comparison, built from what the transaction read and wrote
+    (no query: this runs on every submit)."""
+    comparison = annotation_sql.loaded(Comparison, id=row["comparison_id"], batch_id=locked["batch_id"])
+    assignment = annotation_sql.loaded(
         Assignment,
-        id=assignment_id,
-        comparison_id=comparison_id,
-        annotator_id=annotator.pk,
+        id=row["assignment_id"],
+        comparison_id=row["comparison_id"],
+        annotator_id=row["annotator_id"],
         swap=locked["swap"],
         status=status,
         leased_at=locked["leased_at"],
         expires_at=locked["expires_at"],
     )
     assignment.comparison = comparison
-    annotation = hot_path_sql.loaded(Annotation, id=annotation_id, created_at=now, **row)
+    annotation = annotation_sql.loaded(Annotation, id=annotation_id, created_at=now, **row)
     annotation.assignment = assignment
     annotation.comparison = comparison
-    return annotation, True
+    return annotation
 
 
 def annotation_submit(
@@ -298,7 +320,7 @@ def annotation_submit(
     idempotency_key = _check_idempotency_key(idempotency_key)
     if choice not in Side.values:
         raise InvalidInput(CHOICE_INVALID, field="choice")
-    if strength not in Strength.values:
+    if strength not in STRENGTHS:
         raise InvalidInput(STRENGTH_INVALID, field="strength")
     comment = _check_comment(comment)
     time_spent_ms = _check_time_spent(time_spent_ms)

@@ -87,6 +87,32 @@ def _check_selection(selection: str, checkpoint_id: int | None) -> int | None:
     return checkpoint_id
 
 
+def _check_sampling(
+    checkpoints: list[Checkpoint], temperatures: list[float], *, top_p: float, max_new_tokens: int
+) -> None:
+    if not 0 < top_p <= 1:
+        raise InvalidInput(TOP_P_INVALID, field="top_p")
+    if not 1 <= max_new_tokens <= 8192:
+        raise InvalidInput(MAX_NEW_TOKENS_INVALID, field="max_new_tokens")
+    if checkpoints and len(checkpoints) < 2 and len(set(temperatures)) < 2:
+        raise InvalidInput(PLAN_NOT_DIVERSE, field="checkpoints")
+
+
+def _check_sizes(
+    *, target_comparisons: int, overlap: int, annotator_quota: int | None, held_out_size: int, held_out_fraction: float
+) -> None:
+    if target_comparisons < 1:
+        raise InvalidInput(TARGET_INVALID, field="target_comparisons")
+    if not 1 <= overlap <= MAX_OVERLAP:
+        raise InvalidInput(OVERLAP_INVALID, field="overlap")
+    if annotator_quota is not None and annotator_quota < 1:
+        raise InvalidInput(QUOTA_INVALID, field="annotator_quota")
+    if held_out_size < 0:
+        raise InvalidInput(HELD_OUT_SIZE_INVALID, field="held_out_size")
+    if not 0 <= held_out_fraction <= 0.5:
+        raise InvalidInput(HELD_OUT_FRACTION_INVALID, field="held_out_fraction")
+
+
 def batch_create(
     *,
     name: str,
@@ -123,23 +149,15 @@ def batch_create(
     if not _ISO_WEEK.match(iso_week):
         raise InvalidInput(ISO_WEEK_FORMAT, field="iso_week")
     checked_temperatures = _check_temperatures(temperatures)
-    if not 0 < top_p <= 1:
-        raise InvalidInput(TOP_P_INVALID, field="top_p")
-    if not 1 <= max_new_tokens <= 8192:
-        raise InvalidInput(MAX_NEW_TOKENS_INVALID, field="max_new_tokens")
     checkpoints = _check_checkpoints(checkpoint_ids)
-    if checkpoints and len(checkpoints) < 2 and len(set(checked_temperatures)) < 2:
-        raise InvalidInput(PLAN_NOT_DIVERSE, field="checkpoints")
-    if target_comparisons < 1:
-        raise InvalidInput(TARGET_INVALID, field="target_comparisons")
-    if not 1 <= overlap <= MAX_OVERLAP:
-        raise InvalidInput(OVERLAP_INVALID, field="overlap")
-    if annotator_quota is not None and annotator_quota < 1:
-        raise InvalidInput(QUOTA_INVALID, field="annotator_quota")
-    if held_out_size < 0:
-        raise InvalidInput(HELD_OUT_SIZE_INVALID, field="held_out_size")
-    if not 0 <= held_out_fraction <= 0.5:
-        raise InvalidInput(HELD_OUT_FRACTION_INVALID, field="held_out_fraction")
+    _check_sampling(checkpoints, checked_temperatures, top_p=top_p, max_new_tokens=max_new_tokens)
+    _check_sizes(
+        target_comparisons=target_comparisons,
+        overlap=overlap,
+        annotator_quota=annotator_quota,
+        held_out_size=held_out_size,
+        held_out_fraction=held_out_fraction,
+    )
     if opens_at and closes_at and closes_at <= opens_at:
         raise InvalidInput(CLOSES_BEFORE_OPENS, field="closes_at")
     gold_rate = check_gold_rate(gold_rate)
@@ -172,12 +190,15 @@ def batch_create(
             batch.checkpoints.set(checkpoints)
             audit_record(actor=created_by, action="batch.create", target=batch)
             return batch, True
-    same = all(getattr(batch, key) == value for key, value in fields.items()) and {
-        c.pk for c in batch.checkpoints.all()
-    } == {c.pk for c in checkpoints}
-    if not same:
+    if not _same_settings(batch, fields, checkpoints):
         raise InvalidInput(NAME_TAKEN, field="name")
     return batch, False
+
+
+def _same_settings(batch: Batch, fields: dict[str, Any], checkpoints: list[Checkpoint]) -> bool:
+    """Whether a retried create asks for the batch that its name already holds."""
+    same_checkpoints = {c.pk for c in batch.checkpoints.all()} == {c.pk for c in checkpoints}
+    return same_checkpoints and all(getattr(batch, key) == value for key, value in fields.items())
 
 
 def held_out_count(batch: Batch, comparisons: int) -> int:

@@ -26,16 +26,15 @@ from backend.batches.models import (
     GoldReview,
     Prompt,
     PromptSource,
-    SafetyLabel,
 )
 from backend.batches.services.comparisons import ResponseInput, comparison_create
 from backend.batches.services.prompts import MAX_PROMPT_CHARS
 from backend.errors import InvalidInput
+from preference_format import SAFETY_LABELS, one_of
 
-GOLD_PROMPT_REQUIRED = "prompt: give the gold comparison's prompt text."
 GOLD_PROMPT_INVALID = f"The prompt must be 1-{MAX_PROMPT_CHARS} characters without NUL."
 GOLD_BETTER_INVALID = "better must be 'first' or 'second': the response that is the right answer."
-GOLD_SAFETY_LABEL_INVALID = "safety_label must be empty or one of: " + ", ".join(SafetyLabel.values) + "."
+GOLD_SAFETY_LABEL_INVALID = f"safety_label must be empty or one of: {one_of(SAFETY_LABELS)}."
 GOLD_SAFETY_LABEL_NOT_SAFETY_BATCH = "safety_label is only expected in safety batches."
 GOLD_ANSWER_DIFFERS = "This batch already has this gold comparison with a different answer."
 GOLD_RATE_INVALID = "gold_rate must be between 0 and 0.5."
@@ -72,7 +71,7 @@ def gold_comparison_create(
         raise InvalidInput(GOLD_PROMPT_INVALID, field="prompt")
     if better not in BETTER_SIDES:
         raise InvalidInput(GOLD_BETTER_INVALID, field="better")
-    if safety_label and safety_label not in SafetyLabel.values:
+    if safety_label and safety_label not in SAFETY_LABELS:
         raise InvalidInput(GOLD_SAFETY_LABEL_INVALID, field="safety_label")
     if safety_label and batch.focus != Focus.SAFETY:
         raise InvalidInput(GOLD_SAFETY_LABEL_NOT_SAFETY_BATCH, field="safety_label")

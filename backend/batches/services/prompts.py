@@ -1,13 +1,15 @@
-"""Writing prompts (by annotators or imported into the pool) and continuing dialogues."""
+"""Writing prompts (by annotators, or imported into the pool from a file) and continuing dialogues."""
 
 from collections.abc import Sequence
 
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from backend.audit.services import audit_record
 from backend.batches.models import Annotation, Dialogue, Prompt, PromptSource, Turn
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.idempotency import create_once
+from backend.uploads import UPLOAD_FORMAT, UPLOAD_LINE, record_flag, uploaded_records
 
 PROMPT_TEXT_REQUIRED = "The prompt text is empty."
 PROMPT_TOO_LONG = "The prompt is longer than {limit} characters."
@@ -117,3 +119,41 @@ def dialogue_continue(
             dialogue=dialogue,
             client_key=client_key,
         )
+
+
+def prompts_import(*, content: bytes, created_by: User | None) -> dict[str, int]:
+    """Add prompts to the pool from JSONL ({"text", "is_safety", "is_adversarial", "tags"}) or CSV (same columns).
+
+    All or nothing: a bad line names itself and nothing is stored. Texts already in the pool are skipped.
+    """
+    records = list(uploaded_records(content, csv_column="text"))
+    if not records:
+        raise InvalidInput(UPLOAD_FORMAT.format(column="text"), field="file")
+    created = skipped = 0
+    with transaction.atomic():
+        existing = set(Prompt.objects.filter(source=PromptSource.POOL).values_list("text", flat=True))
+        for number, record in records:
+            text = str(record.get("text") or "").strip()
+            if not text:
+                raise InvalidInput(UPLOAD_LINE.format(line=number, problem="'text' is empty"), field="file")
+            if text in existing:
+                skipped += 1
+                continue
+            tags = record.get("tags") or []
+            if isinstance(tags, str):
+                tags = [tag.strip() for tag in tags.split(";") if tag.strip()]
+            try:
+                prompt_create(
+                    text=text,
+                    author=None,
+                    source=PromptSource.POOL,
+                    is_safety=record_flag(record.get("is_safety", False)),
+                    is_adversarial=record_flag(record.get("is_adversarial", False)),
+                    tags=tags,
+                )
+            except InvalidInput as error:
+                raise InvalidInput(UPLOAD_LINE.format(line=number, problem=error.message), field="file") from error
+            existing.add(text)
+            created += 1
+        audit_record(actor=created_by, action="prompts.import", details={"created": created, "skipped": skipped})
+    return {"created": created, "skipped": skipped}

@@ -3,12 +3,13 @@
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
 from backend.errors import ServiceError
+from backend.progress import progress_bar
 from exports.services import export_build, export_create
 from exports.stats import WHITESPACE
 from exports.writers import FORMATS
+from preference_format import MARGIN_SCHEME_NAMES
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             choices=["comparison", "annotation"],
             help="One row per comparison (majority of its annotations, agreement recorded) or per annotation.",
         )
-        parser.add_argument("--margin", default="none", choices=["none", "small", "large"], help="Llama 2 margins.")
+        parser.add_argument("--margin", default="none", choices=MARGIN_SCHEME_NAMES, help="Llama 2 margins.")
         parser.add_argument("--mix", default="", choices=["", "helpfulness", "safety"], help="A reward-model mix.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the mix's sampling.")
         parser.add_argument("--tokenizer", default=WHITESPACE, help="'whitespace' or a tokenizer directory.")
@@ -58,12 +59,10 @@ class Command(BaseCommand):
             )
         except ServiceError as error:
             raise CommandError(f"{error.field or 'input'}: {error.message}") from error
-        with tqdm(desc=f"export {run.pk}", unit="row") as bar:
+        with progress_bar(f"export {run.pk}", unit="row") as bar:
 
             def progress(written: int, expected: int) -> None:
-                bar.total = max(expected, written)
-                bar.n = written
-                bar.refresh()
+                bar.show(written, max(expected, written))
 
             run = export_build(run_id=run.pk, on_progress=progress)
         self.stdout.write(self.style.SUCCESS(f"Export {run.pk}: {run.rows_written} rows in {run.directory}"))

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.errors import ServiceError
-from exports.services import preferences_import
+from exports.imports import preferences_import
 
 
 class Command(BaseCommand):

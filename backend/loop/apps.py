@@ -1,8 +1,0 @@
-from django.apps import AppConfig
-
-
-class LoopConfig(AppConfig):
-    """The closed RLHF loop: iterations (export, reward models, policy training), weekly batch templates."""
-
-    name = "backend.loop"
-    label = "loop"

@@ -1,0 +1,141 @@
+"""The checkpoint registry API: admins and researchers only (annotators never see model identity)."""
+
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backend.accounts.permissions import IsResearcher, IsStaffRole
+from backend.accounts.roles import authenticated_user
+from backend.api import created_or_ok, queued_or_ok
+from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
+from backend.checkpoints.selectors import checkpoint_by_id, checkpoint_list, training_run_by_id, training_run_list
+from backend.checkpoints.services import checkpoint_register
+from loop.services.training_runs import training_run_create
+from loop.tasks import enqueue_training_run
+
+
+class CheckpointOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "name", "kind", "path", "parent", "produced_by", "notes", "created_at"]
+
+
+class CheckpointListCreateApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema_serializer(component_name="CheckpointRegisterInput")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        path = serializers.CharField(max_length=1000)
+        kind = serializers.ChoiceField(choices=CheckpointKind.choices, default=CheckpointKind.POLICY)
+        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)  # type: ignore[assignment]
+        produced_by = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+        notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+
+    @extend_schema(responses=CheckpointOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        checkpoints = checkpoint_list(kind=request.query_params.get("kind", ""))
+        return Response(CheckpointOutputSerializer(checkpoints, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: CheckpointOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        checkpoint, created = checkpoint_register(
+            name=values["name"],
+            path=values["path"],
+            kind=values["kind"],
+            parent_id=values.get("parent"),
+            produced_by=values["produced_by"],
+            notes=values["notes"],
+            created_by=authenticated_user(request),
+        )
+        return Response(
+            CheckpointOutputSerializer(checkpoint).data,
+            status=created_or_ok(created),
+        )
+
+
+class CheckpointDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=CheckpointOutputSerializer)
+    def get(self, request: Request, checkpoint_id: int) -> Response:
+        return Response(CheckpointOutputSerializer(checkpoint_by_id(checkpoint_id=checkpoint_id)).data)
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "progress",
+            "step",
+            "total_steps",
+            "export",
+            "base_checkpoint",
+            "builtin_backbone",
+            "config",
+            "metrics",
+            "log_tail",
+            "error",
+            "output_checkpoint",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class TrainingRunListCreateApi(APIView):
+    """GET: training runs (admins, researchers). POST: train a reward model on a finished export (researchers)."""
+
+    @extend_schema_serializer(component_name="TrainingRunCreateInput")
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+        export = serializers.IntegerField(min_value=1)
+        base_checkpoint = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+        builtin_backbone = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
+        config = serializers.DictField(required=False, default=dict)
+        client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsResearcher()] if self.request.method == "POST" else [IsStaffRole()]
+
+    @extend_schema(responses=TrainingRunOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(TrainingRunOutputSerializer(training_run_list(), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        run, created = training_run_create(
+            kind=values["kind"],
+            export_id=values["export"],
+            base_checkpoint_id=values["base_checkpoint"],
+            builtin_backbone=values["builtin_backbone"],
+            config=values["config"],
+            client_key=values["client_key"],
+            created_by=authenticated_user(request),
+            enqueue=enqueue_training_run,
+        )
+        run.refresh_from_db()
+        code = queued_or_ok(created)
+        return Response(TrainingRunOutputSerializer(run).data, status=code)
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=TrainingRunOutputSerializer)
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(TrainingRunOutputSerializer(training_run_by_id(run_id=run_id)).data)

@@ -1,0 +1,170 @@
+"""Reads for the loop: iteration progress, plots and report, and the human leaderboard of policy checkpoints."""
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from django.db.models import F, Q, QuerySet
+
+from backend.batches.models import Annotation
+from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
+from backend.checkpoints.selectors import checkpoint_local_path
+from backend.errors import NotFound
+from loop.bradley_terry import Rating, bradley_terry
+from loop.models import BatchTemplate, Iteration
+from loop.win_rate import WinRate, wilson
+
+PLOT_NOT_FOUND = "No such plot for this iteration (yet)."
+ITERATION_NOT_FOUND = "No such iteration."
+LIST_LIMIT = 100
+# Share of an iteration's work in each step, for its progress figure.
+STEP_WEIGHTS = {
+    Iteration.Step.EXPORT: 0.05,
+    Iteration.Step.REWARD_MODELS: 0.35,
+    Iteration.Step.POLICY: 0.5,
+    Iteration.Step.EVALUATE: 0.1,
+}
+# Plots each run writes into its checkpoint directory, served under "<run field>_<file name>".
+RUN_PLOTS = {
+    "reward_helpfulness_run": ("accuracy_by_strength.png", "calibration.png", "loss.png"),
+    "reward_safety_run": ("accuracy_by_strength.png", "calibration.png", "loss.png"),
+    "rejection_sampling_run": ("rejection_sampling.png",),
+    "ppo_run": ("ppo_curves.png",),
+}
+
+
+def _iterations() -> "QuerySet[Iteration]":
+    """Iterations with every run and checkpoint their page shows, in one query (and one for the batches)."""
+    return Iteration.objects.select_related(
+        "reward_helpfulness_run__output_checkpoint",
+        "reward_safety_run__output_checkpoint",
+        "rejection_sampling_run__output_checkpoint",
+        "ppo_run__output_checkpoint",
+        "base_policy",
+        "new_policy",
+    ).prefetch_related("batches")
+
+
+def iteration_list() -> "QuerySet[Iteration]":
+    """The newest iterations."""
+    return _iterations()[:LIST_LIMIT]
+
+
+def iteration_by_id(*, iteration_id: int) -> Iteration:
+    iteration = _iterations().filter(pk=iteration_id).first()
+    if iteration is None:
+        raise NotFound(ITERATION_NOT_FOUND)
+    return iteration
+
+
+def template_list() -> "QuerySet[BatchTemplate]":
+    return BatchTemplate.objects.all()
+
+
+def policy_votes() -> list[tuple[str, str]]:
+    """(winner, loser) checkpoint names: every judged annotation of two responses from different checkpoints.
+
+    Gold comparisons are left out: their answers measure the annotator, not the models.
+    """
+    rows = (
+        Annotation.objects.filter(skip_reason="", comparison__is_gold=False)
+        .exclude(chosen_response__checkpoint=F("rejected_response__checkpoint"))
+        .values_list("chosen_response__checkpoint__name", "rejected_response__checkpoint__name")
+    )
+    return [(winner, loser) for winner, loser in rows]
+
+
+def leaderboard() -> list[Rating]:
+    """Bradley-Terry ratings of every policy checkpoint from human votes, best first (unvoted ones at the prior)."""
+    policies = Checkpoint.objects.filter(kind=CheckpointKind.POLICY).values_list("name", flat=True)
+    return bradley_terry(policy_votes(), players=policies)
+
+
+def human_win_rate(*, new: Checkpoint, previous: Checkpoint) -> WinRate:
+    """How often annotators chose `new`'s response over `previous`'s, with a Wilson interval."""
+    votes = Annotation.objects.filter(skip_reason="", comparison__is_gold=False).filter(
+        Q(chosen_response__checkpoint=new, rejected_response__checkpoint=previous)
+        | Q(chosen_response__checkpoint=previous, rejected_response__checkpoint=new)
+    )
+    games = votes.count()
+    wins = votes.filter(chosen_response__checkpoint=new).count()
+    return wilson(wins, games)
+
+
+def _runs(iteration: Iteration) -> dict[str, TrainingRun | None]:
+    return {field: getattr(iteration, field) for field in RUN_PLOTS}
+
+
+def iteration_progress(*, iteration: Iteration) -> float:
+    """0..1: finished steps by their weight, plus the running step's share by its runs' progress."""
+    if iteration.step == Iteration.Step.DONE:
+        return 1.0
+    steps = list(STEP_WEIGHTS)
+    current = Iteration.Step(iteration.step)
+    done = sum(STEP_WEIGHTS[step] for step in steps[: steps.index(current)])
+    runs = {
+        Iteration.Step.REWARD_MODELS: [iteration.reward_helpfulness_run, iteration.reward_safety_run],
+        Iteration.Step.POLICY: [iteration.rejection_sampling_run, iteration.ppo_run],
+    }.get(current, [])
+    started = [run for run in runs if run is not None]
+    expected = len(iteration.methods) if current == Iteration.Step.POLICY else max(len(started), 1)
+    inside = sum(1.0 if run.status == TrainingRun.Status.DONE else run.progress for run in started)
+    return done + STEP_WEIGHTS[current] * (inside / expected if expected else 0.0)
+
+
+def iteration_plots(*, iteration: Iteration) -> dict[str, Path]:
+    """The plots that exist so far, by the name the API serves them under."""
+    plots = {}
+    for field, run in _runs(iteration).items():
+        if run is None or run.output_checkpoint is None:
+            continue
+        directory = checkpoint_local_path(checkpoint=run.output_checkpoint)
+        for name in RUN_PLOTS[field]:
+            if (directory / name).is_file():
+                plots[f"{field.removesuffix('_run')}_{name}"] = directory / name
+    return plots
+
+
+def iteration_plot_path(*, iteration: Iteration, name: str) -> Path:
+    plots = iteration_plots(iteration=iteration)
+    if name not in plots:
+        raise NotFound(PLOT_NOT_FOUND)
+    return plots[name]
+
+
+def _reward_model_accuracy(run: TrainingRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    evaluation = run.metrics.get("eval") or {}
+    return {
+        "training_run": run.pk,
+        "checkpoint": run.output_checkpoint.name if run.output_checkpoint else None,
+        "status": run.status,
+        "test_pairs": evaluation.get("pairs"),
+        "accuracy": evaluation.get("accuracy"),
+        "by_strength": evaluation.get("by_strength"),
+        "by_strength_pairs": evaluation.get("by_strength_pairs"),
+    }
+
+
+def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
+    """What the iteration achieved: reward-model accuracy by strength, held-out reward of new vs previous
+    policy, the human win rate of new over previous (once a batch compared them) and the leaderboard."""
+    evaluation = {key: value for key, value in iteration.evaluation.items() if key != "samples"}
+    human = None
+    if iteration.new_policy is not None:
+        human = asdict(human_win_rate(new=iteration.new_policy, previous=iteration.base_policy))
+    return {
+        "iteration": iteration.pk,
+        "status": iteration.status,
+        "base_policy": iteration.base_policy.name,
+        "new_policy": iteration.new_policy.name if iteration.new_policy else None,
+        "reward_models": {
+            "helpfulness": _reward_model_accuracy(iteration.reward_helpfulness_run),
+            "safety": _reward_model_accuracy(iteration.reward_safety_run),
+        },
+        "heldout_reward": evaluation or None,
+        "human_win_rate": human,
+        "leaderboard": [asdict(rating) for rating in leaderboard()],
+        "plots": sorted(iteration_plots(iteration=iteration)),
+    }
