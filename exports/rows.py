@@ -87,8 +87,15 @@ _LOOKUPS = {
     "rejected_words": "rejected_response__word_count",
 }
 """Where each field of an AnnotationRow comes from, as ORM lookups from the annotation."""
+_annotation_row = functools.partial(tuple.__new__, AnnotationRow)
+"""AnnotationRow._make without its Python frame: a row of the cursor as an AnnotationRow."""
+DIALOGUE = AnnotationRow._fields.index("dialogue_id")
+"""Where the reader thread finds a raw row's dialogue (it hands raw rows over; the consumer names them)."""
 # Safety labels in order of caution: a tied vote settles on the more cautious label.
 _SAFETY_ORDER = (SafetyLabel.BOTH_UNSAFE, SafetyLabel.CHOSEN_SAFE_OTHER_UNSAFE, SafetyLabel.BOTH_SAFE, "")
+# The values as plain strings, bound once: an Enum member's lookup costs more than the rest of a row's field.
+_TEST, _TRAIN = Split.TEST.value, Split.TRAIN.value
+_UNSURE = Strength.NEGLIGIBLY_BETTER_OR_UNSURE.value
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ CountedRow = tuple[dict[str, Any], Words | None]
 # A dialogue's turns before the prompt, as messages, and their words.
 _Context = tuple[list[dict[str, str]], int]
 _NO_CONTEXT: _Context = ([], 0)
-_Block = tuple[list[AnnotationRow], dict[int, _Context]]
+_Block = tuple[list[tuple[Any, ...]], dict[int, _Context]]
 
 
 def _read(filters: RowFilters) -> Iterator[_Block]:
@@ -160,9 +167,8 @@ def _read(filters: RowFilters) -> Iterator[_Block]:
     # The raw rows of the values_list: on PostgreSQL a server-side cursor read in blocks.
     with connection.chunked_cursor() if chunked else connection.cursor() as cursor:
         cursor.execute(sql, params)
-        while raw := cursor.fetchmany(BLOCK):
-            block = list(map(AnnotationRow._make, raw))
-            yield block, _turns({row.dialogue_id for row in block if row.dialogue_id})
+        while block := cursor.fetchmany(BLOCK):
+            yield block, _turns({row[DIALOGUE] for row in block if row[DIALOGUE]})
 
 
 def _read_ahead(filters: RowFilters) -> Iterator[_Block]:
@@ -229,16 +235,17 @@ def _blocks(filters: RowFilters) -> Iterator[_Block]:
 def _groups(filters: RowFilters) -> Iterator[tuple[list[AnnotationRow], _Context]]:
     """Each comparison's annotations (in id order) with its dialogue context, in comparison order."""
     group: list[AnnotationRow] = []
-    context = _NO_CONTEXT
+    current, context = None, _NO_CONTEXT
     for block, turns in _blocks(filters):
-        for row in block:
-            if group and row.comparison_id == group[0].comparison_id:
+        for row in map(_annotation_row, block):
+            if row.comparison_id == current:
                 group.append(row)
                 continue
             if group:
                 yield group, context
-            group = [row]
-            context = turns.get(row.dialogue_id, _NO_CONTEXT) if row.dialogue_id else _NO_CONTEXT
+            group, current = [row], row.comparison_id
+            dialogue = row.dialogue_id
+            context = turns.get(dialogue, _NO_CONTEXT) if dialogue else _NO_CONTEXT
     if group:
         yield group, context
 
@@ -277,9 +284,8 @@ def _row(
         "prompt": [*turns, question] if turns else [question],
         "chosen": [{"role": "assistant", "content": first.chosen_text}],
         "rejected": [{"role": "assistant", "content": first.rejected_text}],
-        "margin": None
-        if margins is None
-        else margins[first.strength],  # a judged row has a strength (a database constraint)
+        # A judged row always has a strength (a database constraint), so its margin is in the table.
+        "margin": None if margins is None else margins[first.strength],
         "strength": first.strength,
         "safety_label": first.safety_label,
         "is_safety": first.focus == "safety",
@@ -295,7 +301,7 @@ def _row(
         "comparison_id": first.comparison_id,
         "annotators": annotators,
         "agreement": agreement,
-        "split": Split.TEST if first.held_out else Split.TRAIN,
+        "split": _TEST if first.held_out else _TRAIN,
     }
     if margins is None:
         del row["margin"]
@@ -335,7 +341,7 @@ def platform_rows(
         stats.comparisons_seen += 1
         if granularity == "annotation":
             for annotation in group:
-                if filters.drop_unsure and annotation.strength == Strength.NEGLIGIBLY_BETTER_OR_UNSURE:
+                if filters.drop_unsure and annotation.strength == _UNSURE:
                     stats.unsure_dropped += 1
                     continue
                 yield _row(annotation, context, margins, [voter(annotation.annotator_id)], None)
@@ -349,7 +355,7 @@ def platform_rows(
             if consensus is None:
                 continue
             representative, voters, agreement = consensus
-        if filters.drop_unsure and representative.strength == Strength.NEGLIGIBLY_BETTER_OR_UNSURE:
+        if filters.drop_unsure and representative.strength == _UNSURE:
             stats.unsure_dropped += 1
             continue
         yield _row(representative, context, margins, voters, agreement)
@@ -386,6 +392,6 @@ def external_rows(*, harmless: bool | None, margin_scheme: str) -> Iterator[Coun
             comparison_id=None,
             annotators=[],
             agreement=None,
-            split=Split.TRAIN,
+            split=_TRAIN,
         )
         yield row, None

@@ -70,8 +70,8 @@ MarginTable = dict[str, float]
 
 MARGIN_SCHEMES: dict[str, MarginTable | None] = {
     "none": None,
-    "small": dict(zip(STRENGTHS, (1.0, 2 / 3, 1 / 3, 0.0), strict=True)),
-    "large": dict(zip(STRENGTHS, (3.0, 2.0, 1.0, 0.0), strict=True)),
+    "small": dict(zip((strength.value for strength in STRENGTHS), (1.0, 2 / 3, 1 / 3, 0.0), strict=True)),
+    "large": dict(zip((strength.value for strength in STRENGTHS), (3.0, 2.0, 1.0, 0.0), strict=True)),
 }
 """The margin m(r) inside the ranking loss by strength (section 3.2.2); "none" exports no margin column."""
 

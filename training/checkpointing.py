@@ -27,7 +27,7 @@ MODEL_DIR = "model"
 T = TypeVar("T")
 
 
-def save_atomically(directory: Path, write: Callable[[Path], None]) -> None:
+def save_atomically(directory: Path, write: Callable[[Path], object]) -> None:
     """Write into a sibling temporary directory, then swap it in, so that `directory` is always whole.
 
     A directory cannot be renamed over another, so the old one steps aside first (`<name>.old`) and is removed
