@@ -67,11 +67,24 @@ class DatasetStatistics:
 
         keys = ("split", "focus", "strength", "safety_label", "source")
         by: dict[str, Counter[str]] = {key: Counter() for key in keys}
+        # Each split's rows by focus and by strength: what a reader checks before trusting a test-set figure.
+        within: dict[str, dict[str, Counter[str]]] = {}
         for kind, rows in self.kinds.items():
             for counter, value in zip(by.values(), kind, strict=True):
                 counter[value] += rows
+            split, focus, strength = kind[:3]
+            split_counts = within.setdefault(split, {"focus": Counter(), "strength": Counter()})
+            split_counts["focus"][focus] += rows
+            split_counts["strength"][strength] += rows
         return {
-            "counts": {"total": self.rows, **{key: dict(sorted(c.items())) for key, c in by.items()}},
+            "counts": {
+                "total": self.rows,
+                **{key: dict(sorted(c.items())) for key, c in by.items()},
+                "by_split": {
+                    split: {key: dict(sorted(c.items())) for key, c in counts.items()}
+                    for split, counts in sorted(within.items())
+                },
+            },
             "table6": {
                 "comparisons": self.rows,
                 "avg_turns_per_dialogue": mean(self.turns),

@@ -1,6 +1,7 @@
 """The dashboards' figures, computed from annotations; the HTML pages and their JSON twins read the same dicts."""
 
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,15 @@ from insights.statistics import (
     wilson_interval,
 )
 from loop.models import Iteration
-from loop.selectors import RUN_PLOTS, iteration_plots, iteration_progress, leaderboard
+from loop.selectors import (
+    RUN_PLOTS,
+    human_win_rate,
+    human_win_rate_by_temperature,
+    iteration_plots,
+    iteration_progress,
+    leaderboard,
+    leaderboard_by_temperature,
+)
 from loop.services.training_runs import training_run_output_dir
 from preference_format import PAPER_SAFETY_LABEL_SHARES, SAFETY_LABELS, STRENGTHS, Strength
 
@@ -310,21 +319,22 @@ def annotator_dashboard(*, annotator_id: int) -> dict[str, Any]:
 
 
 def _new_vs_previous(batch: Batch) -> dict[str, Any] | None:
-    """How often the batch's newest policy checkpoint beat the previous one in human judgements."""
+    """How often the batch's newest policy checkpoint beat the previous one in human judgements, pooled and in
+    each temperature stratum."""
     recent = list(batch.checkpoints.filter(kind=CheckpointKind.POLICY).order_by("-created_at", "-id")[:2])
     if len(recent) < 2:
         return None
     newest, previous = recent
-    head_to_head = _judgements(comparison__batch=batch, comparison__is_gold=False).filter(
-        Q(chosen_response__checkpoint=newest, rejected_response__checkpoint=previous)
-        | Q(chosen_response__checkpoint=previous, rejected_response__checkpoint=newest)
-    )
-    wins = head_to_head.filter(chosen_response__checkpoint=newest).count()
+    pooled = human_win_rate(new=newest, previous=previous, batch=batch)
+    strata = human_win_rate_by_temperature(new=newest, previous=previous, batch=batch)
     return {
         "batch": batch.name,
         "new": newest.name,
         "previous": previous.name,
-        **_proportion(wins, head_to_head.count()),
+        **_proportion(pooled.wins, pooled.games),
+        "by_temperature": [
+            {"stratum": stratum, **_proportion(rate.wins, rate.games)} for stratum, rate in strata.items()
+        ],
     }
 
 
@@ -374,6 +384,10 @@ def models_dashboard() -> dict[str, Any]:
         "leaderboard": [
             {"name": r.name, "score": r.score, "low": r.low, "high": r.high, "wins": r.wins, "games": r.games}
             for r in ratings
+        ],
+        "leaderboard_by_temperature": [
+            {"stratum": stratum, "ratings": [asdict(rating) for rating in ratings]}
+            for stratum, ratings in leaderboard_by_temperature().items()
         ],
         "new_vs_previous": [row for row in (_new_vs_previous(b) for b in batches) if row is not None],
         "training_runs": [

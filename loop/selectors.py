@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import F, Q, QuerySet
 
-from backend.batches.models import Annotation
+from backend.batches.models import Annotation, Batch
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import NotFound
@@ -61,17 +61,31 @@ def template_list() -> "QuerySet[BatchTemplate]":
     return BatchTemplate.objects.all()
 
 
-def policy_votes() -> list[tuple[str, str]]:
-    """(winner, loser) checkpoint names: every judged annotation of two responses from different checkpoints.
+def temperature_stratum(first: float, second: float) -> str:
+    """A vote's temperature stratum: "T=0.7" when both responses were drawn at 0.7, else "T=0.7 vs 1.0"."""
+    low, high = sorted((first, second))
+    return f"T={low:g}" if low == high else f"T={low:g} vs {high:g}"
 
-    Gold comparisons are left out: their answers measure the annotator, not the models.
-    """
+
+def _policy_votes_with_temperatures() -> list[tuple[str, str, float, float]]:
+    """(winner, loser, winner's temperature, loser's temperature) of every judged annotation of two responses from
+    different checkpoints. Gold comparisons are left out: their answers measure the annotator, not the models."""
     rows = (
         Annotation.objects.filter(skip_reason="", comparison__is_gold=False)
         .exclude(chosen_response__checkpoint=F("rejected_response__checkpoint"))
-        .values_list("chosen_response__checkpoint__name", "rejected_response__checkpoint__name")
+        .values_list(
+            "chosen_response__checkpoint__name",
+            "rejected_response__checkpoint__name",
+            "chosen_response__temperature",
+            "rejected_response__temperature",
+        )
     )
-    return [(winner, loser) for winner, loser in rows]
+    return list(rows)
+
+
+def policy_votes() -> list[tuple[str, str]]:
+    """(winner, loser) checkpoint names of every vote between two checkpoints, all temperatures pooled."""
+    return [(winner, loser) for winner, loser, _, _ in _policy_votes_with_temperatures()]
 
 
 def leaderboard() -> list[Rating]:
@@ -80,15 +94,48 @@ def leaderboard() -> list[Rating]:
     return bradley_terry(policy_votes(), players=policies)
 
 
-def human_win_rate(*, new: Checkpoint, previous: Checkpoint) -> WinRate:
-    """How often annotators chose `new`'s response over `previous`'s, with a Wilson interval."""
+def leaderboard_by_temperature() -> dict[str, list[Rating]]:
+    """The leaderboard fitted within each temperature stratum: in "T=0.7" both sides were drawn at 0.7, so a
+    checkpoint's rating there owes nothing to temperature."""
+    strata: dict[str, list[tuple[str, str]]] = {}
+    for winner, loser, winner_t, loser_t in _policy_votes_with_temperatures():
+        strata.setdefault(temperature_stratum(winner_t, loser_t), []).append((winner, loser))
+    return {stratum: bradley_terry(votes) for stratum, votes in sorted(strata.items())}
+
+
+def _head_to_head(new: Checkpoint, previous: Checkpoint, batch: Batch | None) -> list[tuple[bool, float, float]]:
+    """(new won, new's temperature, previous's temperature) of every judged vote between the two."""
     votes = Annotation.objects.filter(skip_reason="", comparison__is_gold=False).filter(
         Q(chosen_response__checkpoint=new, rejected_response__checkpoint=previous)
         | Q(chosen_response__checkpoint=previous, rejected_response__checkpoint=new)
     )
-    games = votes.count()
-    wins = votes.filter(chosen_response__checkpoint=new).count()
-    return wilson(wins, games)
+    if batch is not None:
+        votes = votes.filter(comparison__batch=batch)
+    rows = votes.values_list(
+        "chosen_response__checkpoint_id", "chosen_response__temperature", "rejected_response__temperature"
+    )
+    return [
+        (True, chosen_t, rejected_t) if winner == new.pk else (False, rejected_t, chosen_t)
+        for winner, chosen_t, rejected_t in rows
+    ]
+
+
+def human_win_rate(*, new: Checkpoint, previous: Checkpoint, batch: Batch | None = None) -> WinRate:
+    """How often annotators chose `new`'s response over `previous`'s (in `batch`, or anywhere), with a Wilson
+    interval, all temperatures pooled."""
+    votes = _head_to_head(new, previous, batch)
+    return wilson(sum(won for won, _, _ in votes), len(votes))
+
+
+def human_win_rate_by_temperature(
+    *, new: Checkpoint, previous: Checkpoint, batch: Batch | None = None
+) -> dict[str, WinRate]:
+    """The win rate of `new` over `previous` in each (new's temperature, previous's temperature) stratum, keyed
+    "new T=0.7 / previous T=1.0": a win that holds where both sides share a temperature is the checkpoint's."""
+    strata: dict[str, list[bool]] = {}
+    for won, new_t, previous_t in _head_to_head(new, previous, batch):
+        strata.setdefault(f"new T={new_t:g} / previous T={previous_t:g}", []).append(won)
+    return {stratum: wilson(sum(wins), len(wins)) for stratum, wins in sorted(strata.items())}
 
 
 def _runs(iteration: Iteration) -> dict[str, TrainingRun | None]:
@@ -151,9 +198,12 @@ def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
     """What the iteration achieved: reward-model accuracy by strength, held-out reward of new vs previous
     policy, the human win rate of new over previous (once a batch compared them) and the leaderboard."""
     evaluation = {key: value for key, value in iteration.evaluation.items() if key != "samples"}
-    human = None
+    human = human_by_temperature = None
     if iteration.new_policy is not None:
-        human = asdict(human_win_rate(new=iteration.new_policy, previous=iteration.base_policy))
+        new, previous = iteration.new_policy, iteration.base_policy
+        human = asdict(human_win_rate(new=new, previous=previous))
+        strata = human_win_rate_by_temperature(new=new, previous=previous)
+        human_by_temperature = {key: asdict(rate) for key, rate in strata.items()}
     return {
         "iteration": iteration.pk,
         "status": iteration.status,
@@ -165,6 +215,10 @@ def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
         },
         "heldout_reward": evaluation or None,
         "human_win_rate": human,
+        "human_win_rate_by_temperature": human_by_temperature,
         "leaderboard": [asdict(rating) for rating in leaderboard()],
+        "leaderboard_by_temperature": {
+            stratum: [asdict(rating) for rating in ratings] for stratum, ratings in leaderboard_by_temperature().items()
+        },
         "plots": sorted(iteration_plots(iteration=iteration)),
     }

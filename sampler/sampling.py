@@ -1,5 +1,6 @@
 """Filling a batch with response pairs: plan the variants, generate, store each pair once."""
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -10,7 +11,7 @@ from backend.batches.services.comparisons import ResponseInput, comparison_creat
 from backend.checkpoints.models import Checkpoint
 from backend.checkpoints.selectors import checkpoint_local_path
 from sampler.engines import Engine, GenerationRequest, GenerationResult
-from sampler.planning import most_uncertain, plan_pairs, response_seed
+from sampler.planning import Pair, Variant, most_uncertain, plan_pairs, response_seed
 from sampler.signals import responses_scored
 
 SIDES = ("first", "second")
@@ -53,6 +54,20 @@ def _same(first: GenerationResult, second: GenerationResult) -> bool:
     return first.text.strip() == second.text.strip()
 
 
+def _design_uses(batch: Batch) -> Counter[Pair]:
+    """How often the batch's pairs so far used each (first, second) variant combination."""
+    sides = Comparison.objects.filter(batch=batch, is_gold=False).values_list(
+        "first_response__checkpoint_id",
+        "first_response__temperature",
+        "second_response__checkpoint_id",
+        "second_response__temperature",
+    )
+    return Counter(
+        (Variant(first, first_temperature), Variant(second, second_temperature))
+        for first, first_temperature, second, second_temperature in sides
+    )
+
+
 def batch_sample_prompts(
     *,
     batch: Batch,
@@ -74,7 +89,15 @@ def batch_sample_prompts(
     paired in the batch keeps its pair (the database allows one per prompt and batch).
     """
     checkpoints = {c.pk: c for c in batch.checkpoints.all()}
-    plan = plan_pairs(len(prompts), list(checkpoints), list(batch.temperatures))
+    # Dealt from the batch's least-used combinations; ties start where the first prompt's id points, so that
+    # chunks sampled at once from the same counts take different combinations.
+    plan = plan_pairs(
+        len(prompts),
+        list(checkpoints),
+        list(batch.temperatures),
+        used=_design_uses(batch),
+        start=prompts[0].pk if prompts else 0,
+    )
     requests = [
         GenerationRequest(
             messages=prompt_messages(prompt=prompt),

@@ -63,6 +63,7 @@ def make_batch(
     opens_at: datetime | None = None,
     closes_at: datetime | None = None,
     held_out_size: int = 1000,
+    held_out_fraction: float = 0.1,
 ) -> Batch:
     checkpoints = [make_checkpoint(), make_checkpoint()]
     batch, _ = batch_create(
@@ -74,6 +75,7 @@ def make_batch(
         temperatures=[0.7, 1.0],
         overlap=overlap,
         held_out_size=held_out_size,
+        held_out_fraction=held_out_fraction,
         opens_at=opens_at,
         closes_at=closes_at,
     )

@@ -76,6 +76,14 @@ class Dialogue(models.Model):
     """A multi-turn conversation; its turns are the context that precedes a prompt."""
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    opening_prompt = models.ForeignKey(
+        "Prompt",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The conversation's first user message: every later turn takes its held-out split.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -173,10 +181,10 @@ class Batch(models.Model):
         null=True, blank=True, help_text="Most judgements one annotator gives in this batch (empty: no limit)."
     )
     held_out_size = models.PositiveIntegerField(
-        default=1000, help_text="Comparisons held out as this batch's test set (capped by held_out_fraction)."
+        default=1000, help_text="Most comparisons this batch's test split takes; later ones go to train."
     )
     held_out_fraction = models.FloatField(
-        default=0.1, help_text="Cap on the held-out share, for batches too small for held_out_size."
+        default=0.1, help_text="Share of the batch's conversations held out as its test split (at most 0.5)."
     )
     opens_at = models.DateTimeField(null=True, blank=True)
     closes_at = models.DateTimeField(null=True, blank=True)
@@ -255,7 +263,9 @@ class Comparison(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
     first_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     second_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
-    is_held_out = models.BooleanField(default=False, help_text="In the batch's test split; fixed at opening.")
+    is_held_out = models.BooleanField(
+        default=False, help_text="In the test split: decided when the pair is made, by its prompt's conversation."
+    )
     annotation_count = models.PositiveIntegerField(
         default=0, help_text="Submitted (not skipped) annotations; kept in step under the row lock."
     )

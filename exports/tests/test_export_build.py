@@ -9,7 +9,7 @@ import pytest
 from datasets import load_dataset
 
 from backend.accounts.roles import Role
-from backend.batches.models import Focus
+from backend.batches.models import Comparison, Focus
 from backend.batches.services.annotations import annotation_submit, assignment_lease_comparison, assignment_lease_next
 from backend.batches.services.batches import batch_open
 from backend.batches.services.comparisons import ResponseInput
@@ -38,8 +38,14 @@ def judge(batch, annotator, *, choice="a", strength="better", label=""):
     return annotation
 
 
-def judged_batch(count: int, *, focus=Focus.HELPFULNESS, overlap=1, held_out_size=1000):
-    batch = make_batch(comparisons=count, focus=focus, overlap=overlap, held_out_size=held_out_size)
+def judged_batch(count: int, *, focus=Focus.HELPFULNESS, overlap=1, held_out_size=1000, held_out_fraction=0.1):
+    batch = make_batch(
+        comparisons=count,
+        focus=focus,
+        overlap=overlap,
+        held_out_size=held_out_size,
+        held_out_fraction=held_out_fraction,
+    )
     annotators = [make_user(Role.ANNOTATOR) for _ in range(overlap)]
     for i in range(count):
         for annotator in annotators:
@@ -58,19 +64,25 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_files_load_with_datasets_in_both_formats_with_the_splits():
-    batch = judged_batch(20, held_out_size=1000)  # 10% of 20 held out: 2 test rows
+    batch = judged_batch(20, held_out_fraction=0.5)
+    test = Comparison.objects.filter(batch=batch, is_held_out=True).count()
+    assert 0 < test < 20
     run = build(filters={"batches": [batch.pk]}, margin_scheme="small")
     directory = Path(run.directory)
     for fmt, ext in (("json", "jsonl"), ("parquet", "parquet")):
         data = load_dataset(fmt, data_files={s: str(directory / f"{s}.{ext}") for s in ("train", "test")})
-        assert (data["train"].num_rows, data["test"].num_rows) == (18, 2)
+        assert (data["train"].num_rows, data["test"].num_rows) == (20 - test, test)
         row = data["train"][0]
         assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
         assert row["margin"] in (1.0, 2 / 3, 1 / 3, 0.0)
         assert row["chosen_checkpoint"] and row["chosen_temperature"] in (0.7, 1.0)
         assert len(row["annotators"][0]) == 16 and row["week"] == batch.iso_week
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["counts"]["split"] == {"test": 2, "train": 18}
+    assert manifest["schema_version"] == 1 and manifest["counts"]["split"] == {"test": test, "train": 20 - test}
+    by_split = manifest["counts"]["by_split"]
+    assert by_split["test"]["focus"] == {"helpfulness": test}
+    assert sum(by_split["train"]["strength"].values()) == 20 - test
+    assert set(by_split["train"]["strength"]) <= set(STRENGTHS)
     assert manifest["statistics"]["comparisons"] == 20 and manifest["statistics"]["tokenizer"] == "whitespace"
     assert {f["name"] for f in manifest["files"]} == {"train.jsonl", "test.jsonl", "train.parquet", "test.parquet"}
     assert run.rows_written == 20 and run.progress == 1.0

@@ -66,7 +66,7 @@ def sampled_batch(policy: Checkpoint, *, name: str, prompts: int, capture) -> Ba
         temperatures=[0.7, 1.3],
         max_new_tokens=12,
         held_out_size=prompts,
-        held_out_fraction=0.25,
+        held_out_fraction=0.5,
     )
     with capture(execute=True):
         batch_start_sampling(batch=batch, enqueue=enqueue_chunk)

@@ -1,15 +1,17 @@
 """Batch templates and the weekly job: one batch per template and ISO week, last week's closed, and a plan of the
 newest policy and the one before it."""
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
-from backend.batches.models import Batch
+from backend.batches.models import Batch, Comparison
 from loop.models import Iteration, WeeklyBatch
 from loop.services.templates import default_sampling_plan, template_create, weekly_batches_run
+from sampler.services import CHUNK_SIZE, batch_sample_chunk
 from tests.factories import make_checkpoint, make_prompt
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +78,30 @@ def test_admins_create_templates_over_the_api_with_clear_errors(batch_admin, cli
     assert tags.status_code == 400 and "prompt_tags" in tags.json()
     assert "temperatures" in client.post(url, {**body, "name": "z", "temperatures": [3]}, format="json").json()
     assert [t["name"] for t in client.get(url).json()] == ["safety-weekly"]
+
+
+def test_a_weekly_batch_opened_after_its_first_chunk_holds_out_its_fraction_of_every_chunk(
+    batch_admin, tiny_policy, django_capture_on_commit_callbacks
+):
+    prompts = 160
+    for i in range(prompts):
+        make_prompt(f"Weekly question {i}: how do I say thanks?")
+    template_create(created_by=batch_admin, name="weekly", size=prompts, max_new_tokens=2, temperatures=[0.7, 1.3])
+    chunks: list[tuple[int, list[int]]] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        (weekly,) = weekly_batches_run(now=MONDAY, enqueue=lambda batch_id, ids: chunks.append((batch_id, ids)))
+    assert len(chunks) == prompts // CHUNK_SIZE
+    batch_sample_chunk(batch_id=chunks[0][0], prompt_ids=chunks[0][1])
+    weekly_batches_run(now=MONDAY + timedelta(hours=1), enqueue=_no_sampling)
+    batch = Batch.objects.get(pk=weekly.batch_id)
+    assert batch.status == Batch.Status.OPEN
+    for batch_id, ids in chunks[1:]:
+        batch_sample_chunk(batch_id=batch_id, prompt_ids=ids)
+    weekly_batches_run(now=MONDAY + timedelta(days=7), enqueue=_no_sampling)
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.CLOSED
+    pairs = Comparison.objects.filter(batch=batch)
+    assert pairs.count() == prompts
+    held_out = pairs.filter(is_held_out=True).count()
+    # Within 3.5 binomial deviations of 10% of all 160, not 10% of the first chunk's 16.
+    assert abs(held_out - prompts * batch.held_out_fraction) <= 3.5 * math.sqrt(prompts * 0.1 * 0.9)

@@ -2,10 +2,12 @@
 
 import pytest
 
-from backend.batches.services.annotations import annotation_submit, assignment_lease_next
-from loop.selectors import human_win_rate, leaderboard
+from backend.batches.services.annotations import annotation_submit, assignment_lease_comparison, assignment_lease_next
+from backend.batches.services.batches import batch_open
+from backend.batches.services.comparisons import ResponseInput, comparison_create
+from loop.selectors import human_win_rate, human_win_rate_by_temperature, leaderboard, leaderboard_by_temperature
 from loop.win_rate import wilson
-from tests.factories import make_batch, make_user
+from tests.factories import make_batch, make_prompt, make_user
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -59,3 +61,54 @@ def test_answers_on_gold_comparisons_are_not_votes_for_a_model():
     batch.comparisons.filter(pk=batch.comparisons.earliest("id").pk).update(is_gold=True)
     assert (human_win_rate(new=first, previous=second).wins, human_win_rate(new=first, previous=second).games) == (1, 1)
     assert leaderboard()[0].games == 1
+
+
+def _judge_pairs(batch, pairs, annotator):
+    """Pairs of (new temperature, previous temperature, new wins): stored, then leased and judged."""
+    new, previous = batch.checkpoints.order_by("id")
+    comparisons = [
+        comparison_create(
+            batch=batch,
+            prompt=make_prompt(),
+            first=ResponseInput(checkpoint=new, text=f"new {i}", temperature=new_t),
+            second=ResponseInput(checkpoint=previous, text=f"previous {i}", temperature=previous_t),
+        )[0]
+        for i, (new_t, previous_t, _) in enumerate(pairs)
+    ]
+    batch_open(batch=batch)
+    for i, (comparison, (_, _, new_wins)) in enumerate(zip(comparisons, pairs, strict=True)):
+        assignment = assignment_lease_comparison(comparison=comparison, annotator=annotator)
+        assert assignment is not None
+        new_is_a = not assignment.swap
+        annotation_submit(
+            assignment_id=assignment.pk,
+            annotator=annotator,
+            choice="a" if new_is_a == new_wins else "b",
+            strength="better",
+            idempotency_key=f"s{i}",
+        )
+    return new, previous
+
+
+@pytest.mark.django_db
+def test_win_rates_and_ratings_per_temperature_stratum_show_a_win_that_came_from_temperature():
+    batch = make_batch(comparisons=0, open_it=False)
+    # The new checkpoint wins every vote where it ran cooler, and loses every vote at equal temperature.
+    pairs = [(0.7, 1.0, True)] * 6 + [(0.7, 0.7, False)] * 3 + [(1.0, 1.0, False)] * 3
+    new, previous = _judge_pairs(batch, pairs, make_user())
+    assert (human_win_rate(new=new, previous=previous).wins, human_win_rate(new=new, previous=previous).games) == (
+        6,
+        12,
+    )
+    strata = human_win_rate_by_temperature(new=new, previous=previous)
+    assert {key: (rate.wins, rate.games) for key, rate in strata.items()} == {
+        "new T=0.7 / previous T=1": (6, 6),
+        "new T=0.7 / previous T=0.7": (0, 3),
+        "new T=1 / previous T=1": (0, 3),
+    }
+    assert human_win_rate_by_temperature(new=new, previous=previous, batch=make_batch(comparisons=1)) == {}
+    boards = leaderboard_by_temperature()
+    assert set(boards) == {"T=0.7", "T=1", "T=0.7 vs 1"}
+    # At equal temperature the previous checkpoint rates higher, whatever the pooled board says.
+    assert boards["T=0.7"][0].name == previous.name and boards["T=1"][0].name == previous.name
+    assert boards["T=0.7 vs 1"][0].name == new.name

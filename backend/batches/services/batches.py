@@ -1,6 +1,5 @@
 """Creating, opening and closing weekly batches, and fixing each batch's held-out test set."""
 
-import random
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -201,21 +200,9 @@ def _same_settings(batch: Batch, fields: dict[str, Any], checkpoints: list[Check
     return same_checkpoints and all(getattr(batch, key) == value for key, value in fields.items())
 
 
-def held_out_count(batch: Batch, comparisons: int) -> int:
-    """The size of the test split: `held_out_size`, capped at `held_out_fraction` of a small batch."""
-    return min(batch.held_out_size, int(comparisons * batch.held_out_fraction))
-
-
-def _fix_held_out(batch: Batch) -> None:
-    """Choose the held-out comparisons once, reproducibly (seeded by the batch id); gold items are never held out."""
-    ids = list(Comparison.objects.filter(batch=batch, is_gold=False).order_by("id").values_list("id", flat=True))
-    chosen = random.Random(batch.pk).sample(ids, held_out_count(batch, len(ids)))
-    Comparison.objects.filter(batch=batch).update(is_held_out=False)
-    Comparison.objects.filter(pk__in=chosen).update(is_held_out=True)
-
-
 def batch_open(*, batch: Batch, now: datetime | None = None, actor: User | None = None) -> Batch:
-    """Open a batch to annotators and fix its held-out set. Opening an open batch changes nothing.
+    """Open a batch to annotators (its pairs' splits were decided when each was made). Opening an open batch
+    changes nothing.
 
     `actor` is who opened it, for the audit log (None: the schedule).
     """
@@ -227,7 +214,6 @@ def batch_open(*, batch: Batch, now: datetime | None = None, actor: User | None 
             raise Conflict(BATCH_CLOSED)
         if not Comparison.objects.filter(batch=batch).exists():
             raise Conflict(BATCH_EMPTY)
-        _fix_held_out(batch)
         batch.status = Batch.Status.OPEN
         batch.opened_at = now or timezone.now()
         batch.save(update_fields=["status", "opened_at"])

@@ -1,8 +1,10 @@
 """Adding response pairs to a batch, with the full generation parameters of each response."""
 
+import hashlib
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from backend.batches.models import Batch, Comparison, Prompt, Response
 from backend.checkpoints.models import Checkpoint, CheckpointKind
@@ -49,6 +51,39 @@ def _check_response(response: ResponseInput, field: str) -> None:
         raise InvalidInput(RESPONSE_TOO_LONG.format(limit=MAX_RESPONSE_CHARS), field=f"{field}.text")
 
 
+def conversation_id(prompt: Prompt) -> int:
+    """The prompt that opened the prompt's conversation (itself for a single-turn prompt): the unit of the split."""
+    dialogue = prompt.dialogue
+    return dialogue.opening_prompt_id if dialogue is not None and dialogue.opening_prompt_id else prompt.pk
+
+
+def split_draw(batch_id: int, conversation: int) -> float:
+    """A uniform number in [0, 1) fixed by the batch and the conversation: below the fraction means held out."""
+    digest = hashlib.sha256(f"held-out/{batch_id}/{conversation}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _held_out(batch: Batch, prompt: Prompt) -> bool:
+    """The split of a new pair, decided once, when it is made.
+
+    A conversation keeps the split that its first pair got, in any batch, so that every turn of a dialogue,
+    and a prompt sampled again in a later batch, never lands on both sides; a new one is held out when its
+    draw falls below the batch's fraction, until the test split holds `held_out_size` pairs.
+    """
+    conversation = conversation_id(prompt)
+    earlier = (
+        Comparison.objects.filter(Q(prompt_id=conversation) | Q(prompt__dialogue__opening_prompt_id=conversation))
+        .filter(is_gold=False)
+        .values_list("is_held_out", flat=True)
+        .first()
+    )
+    if earlier is not None:
+        return earlier
+    if split_draw(batch.pk, conversation) >= batch.held_out_fraction:
+        return False
+    return Comparison.objects.filter(batch=batch, is_held_out=True).count() < batch.held_out_size
+
+
 def comparison_create(
     *,
     batch: Batch,
@@ -56,11 +91,13 @@ def comparison_create(
     first: ResponseInput,
     second: ResponseInput,
     responses_identical: bool = False,
+    is_gold: bool = False,
 ) -> tuple[Comparison, bool]:
     """Store two responses to a prompt and pair them in a batch, atomically; returns (comparison, created).
 
     A batch holds one pair per prompt: a second call for the same prompt (a retry, a redelivered
-    sampling task) returns the pair the first call made and stores nothing.
+    sampling task) returns the pair the first call made and stores nothing. The pair's split is decided
+    here (see `_held_out`); a gold item is never held out.
     """
     existing = Comparison.objects.filter(batch=batch, prompt=prompt).first()
     if existing:
@@ -81,6 +118,8 @@ def comparison_create(
                 first_response=first_row,
                 second_response=second_row,
                 responses_identical=responses_identical,
+                is_gold=is_gold,
+                is_held_out=not is_gold and _held_out(batch, prompt),
             )
     except IntegrityError:
         # A concurrent call for the same prompt committed first; its pair stands.

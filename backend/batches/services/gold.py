@@ -96,9 +96,7 @@ def gold_comparison_create(
         prompt = Prompt.objects.create(
             text=text, author=created_by, source=PromptSource.GOLD, is_safety=batch.focus == Focus.SAFETY
         )
-        comparison, _ = comparison_create(batch=batch, prompt=prompt, first=first, second=second)
-        Comparison.objects.filter(pk=comparison.pk).update(is_gold=True)
-        comparison.is_gold = True
+        comparison, _ = comparison_create(batch=batch, prompt=prompt, first=first, second=second, is_gold=True)
         GoldAnswer.objects.create(
             comparison=comparison,
             better_response_id=comparison.first_response_id if better == "first" else comparison.second_response_id,

@@ -103,7 +103,8 @@ def dialogue_continue(
             return existing, False
     prompt = annotation.comparison.prompt
     with transaction.atomic():
-        dialogue = Dialogue.objects.create(created_by=annotator)
+        opening = prompt.dialogue.opening_prompt_id if prompt.dialogue else None
+        dialogue = Dialogue.objects.create(created_by=annotator, opening_prompt_id=opening or prompt.pk)
         context = [(t.role, t.content) for t in prompt.dialogue.turns.all()] if prompt.dialogue else []
         context += [(Turn.Role.USER, prompt.text), (Turn.Role.ASSISTANT, annotation.chosen_response.text)]
         Turn.objects.bulk_create(

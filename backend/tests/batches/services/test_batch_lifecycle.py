@@ -1,3 +1,4 @@
+import math
 import re
 from datetime import timedelta
 from typing import Any
@@ -7,11 +8,11 @@ from django.utils import timezone
 
 from backend.batches.models import Batch, Comparison
 from backend.batches.services import batches as svc
-from backend.batches.services.comparisons import ResponseInput
+from backend.batches.services.comparisons import ResponseInput, split_draw
 from backend.batches.services.gold import gold_comparison_create
 from backend.checkpoints.models import CheckpointKind
 from backend.errors import Conflict, InvalidInput
-from tests.factories import make_batch, make_checkpoint, make_comparison
+from tests.factories import make_batch, make_checkpoint, make_comparison, make_prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -95,22 +96,48 @@ def test_closes_at_must_follow_opens_at():
         create(opens_at=now, closes_at=now - timedelta(hours=1))
 
 
-def test_opening_fixes_the_held_out_set_reproducibly():
-    batch = make_batch(comparisons=50, open_it=False, held_out_size=1000)
+def _held_out(batch: Batch) -> set[int]:
+    return set(Comparison.objects.filter(batch=batch, is_held_out=True).values_list("id", flat=True))
+
+
+def within_binomial_tolerance(count: int, trials: int, fraction: float, sigmas: float = 4.0) -> bool:
+    """Whether `count` successes in `trials` is a plausible draw at `fraction` (within `sigmas` deviations)."""
+    return abs(count - trials * fraction) <= sigmas * math.sqrt(trials * fraction * (1 - fraction))
+
+
+def test_each_pair_gets_its_split_when_it_is_made_and_opening_keeps_it():
+    batch = make_batch(comparisons=60, open_it=False, held_out_size=1000)
+    held_out = _held_out(batch)
+    assert within_binomial_tolerance(len(held_out), 60, 0.1)
     opened = svc.batch_open(batch=batch)
-    held_out = set(Comparison.objects.filter(batch=batch, is_held_out=True).values_list("id", flat=True))
-    # A batch too small for 1,000 holds out its fixed fraction (10%) instead.
-    assert len(held_out) == 5
     assert opened.status == Batch.Status.OPEN and opened.opened_at is not None
-    # Opening again changes nothing, the held-out set included.
-    svc.batch_open(batch=opened)
-    assert set(Comparison.objects.filter(batch=batch, is_held_out=True).values_list("id", flat=True)) == held_out
+    assert _held_out(batch) == held_out
+    # Pairs made after opening are split as they come, at the same fraction.
+    more = [make_comparison(opened) for _ in range(140)]
+    assert within_binomial_tolerance(sum(c.is_held_out for c in more), 140, 0.1)
 
 
-def test_held_out_count_is_capped_by_size_and_fraction():
-    batch = Batch(held_out_size=1000, held_out_fraction=0.1)
-    assert svc.held_out_count(batch, 100_000) == 1000
-    assert svc.held_out_count(batch, 3_000) == 300
+def test_the_split_is_a_function_of_the_batch_and_the_prompt():
+    batch = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    prompts = [make_prompt() for _ in range(40)]
+    made = {p.pk: make_comparison(batch, prompt=p).is_held_out for p in prompts}
+    assert 0 < sum(made.values()) < 40
+    expected = {p.pk: split_draw(batch.pk, p.pk) < 0.5 for p in prompts}
+    assert made == expected
+
+
+def test_held_out_size_caps_the_test_split():
+    batch = make_batch(comparisons=80, open_it=False, held_out_size=3, held_out_fraction=0.5)
+    assert len(_held_out(batch)) == 3
+
+
+def test_a_prompt_sampled_again_in_a_later_batch_keeps_its_split():
+    first = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    later = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    prompts = [make_prompt() for _ in range(30)]
+    before = [make_comparison(first, prompt=p).is_held_out for p in prompts]
+    after = [make_comparison(later, prompt=p).is_held_out for p in prompts]
+    assert after == before and 0 < sum(before) < 30
 
 
 def test_an_empty_batch_cannot_open_and_a_closed_one_cannot_reopen():
@@ -173,7 +200,7 @@ def test_a_policy_cannot_select_pairs_and_a_retry_must_keep_the_selection():
         create(checkpoints=checkpoints, gold_rate=0.3)
 
 
-def test_opening_never_holds_out_a_gold_comparison():
+def test_a_gold_comparison_is_never_held_out():
     batch, _ = create(held_out_fraction=0.5)
     checkpoint = batch.checkpoints.first()
     for i in range(20):
@@ -189,5 +216,4 @@ def test_opening_never_holds_out_a_gold_comparison():
     svc.batch_open(batch=batch)
     held_out = Comparison.objects.filter(batch=batch, is_held_out=True)
     assert not held_out.filter(is_gold=True).exists()
-    # Half of the 20 regular comparisons: the gold ones do not count toward the test split either.
-    assert held_out.count() == 10
+    assert within_binomial_tolerance(held_out.count(), 20, 0.5)

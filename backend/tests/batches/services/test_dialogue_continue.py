@@ -2,8 +2,13 @@ import re
 
 import pytest
 
-from backend.batches.models import Prompt, PromptSource
-from backend.batches.services.annotations import annotation_submit, assignment_lease_next, assignment_skip
+from backend.batches.models import Comparison, Prompt, PromptSource
+from backend.batches.services.annotations import (
+    annotation_submit,
+    assignment_lease_comparison,
+    assignment_lease_next,
+    assignment_skip,
+)
 from backend.batches.services.batches import batch_open
 from backend.batches.services.prompts import CONTINUE_SKIPPED, PROMPT_TEXT_REQUIRED, dialogue_continue, prompt_create
 from backend.errors import Conflict, InvalidInput
@@ -78,3 +83,28 @@ def test_prompt_create_dedupes_on_client_key(annotator):
     with pytest.raises(InvalidInput) as error:
         prompt_create(text="x", author=annotator, tags=["ok", 3])  # type: ignore[list-item]  # a non-string tag, on purpose
     assert error.value.field == "tags"
+
+
+def test_every_turn_of_a_dialogue_lands_in_the_split_of_its_first_turn(annotator):
+    batch = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    openers = [make_comparison(batch) for _ in range(12)]
+    batch = batch_open(batch=batch)
+    for number, comparison in enumerate(openers):
+        for turn in range(3):
+            assignment = assignment_lease_comparison(comparison=comparison, annotator=annotator)
+            assert assignment is not None
+            annotation, _ = annotation_submit(
+                assignment_id=assignment.pk,
+                annotator=annotator,
+                choice="a",
+                strength="better",
+                idempotency_key=f"{number}-{turn}",
+            )
+            prompt, _ = dialogue_continue(
+                annotation_id=annotation.pk, annotator=annotator, next_message=f"Then {turn}?"
+            )
+            comparison = make_comparison(batch, prompt=prompt)
+            assert comparison.is_held_out == openers[number].is_held_out
+    assert Comparison.objects.filter(batch=batch).count() == 48
+    # Both splits occur, so the check saw test and train dialogues alike.
+    assert 0 < sum(opener.is_held_out for opener in openers) < 12
