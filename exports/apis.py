@@ -45,6 +45,7 @@ class ExportRunSerializer(serializers.ModelSerializer):
             "granularity",
             "margin_scheme",
             "mix",
+            "test_mix",
             "seed",
             "created_at",
             "started_at",
@@ -71,6 +72,7 @@ class ExportListCreateApi(APIView):
         granularity = serializers.ChoiceField(choices=ExportRun.Granularity.choices, default="comparison")
         margin_scheme = serializers.ChoiceField(choices=MARGIN_SCHEME_NAMES, default="none")
         mix = serializers.ChoiceField(choices=ExportRun.Mix.choices, default="", allow_blank=True)
+        test_mix = serializers.BooleanField(default=False)
         seed = serializers.IntegerField(default=0)
         tokenizer = serializers.CharField(default=WHITESPACE, max_length=1000)
         client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)

@@ -29,6 +29,10 @@ class ExportRun(models.Model):
     margin_scheme = models.CharField(max_length=8, default="none", help_text="none, small or large (Llama 2).")
     mix = models.CharField(max_length=16, choices=Mix.choices, blank=True, default=Mix.NONE)
     seed = models.BigIntegerField(default=0, help_text="Seeds the mix's sampling.")
+    test_mix = models.BooleanField(
+        default=False,
+        help_text="A mix's test file also takes the test rows of the data sampled into it (default: own focus only).",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     rows_written = models.PositiveBigIntegerField(default=0)
     rows_expected = models.PositiveBigIntegerField(default=0)

@@ -34,12 +34,13 @@ from exports.rows import (
 )
 from exports.stats import WHITESPACE, DatasetStatistics, token_counter
 from exports.writers import FORMATS, SplitWriter
-from preference_format import MARGIN_SCHEME_NAMES, MARGIN_SCHEMES, SCHEMA_VERSION, one_of
+from preference_format import MARGIN_SCHEME_NAMES, MARGIN_SCHEMES, SCHEMA_VERSION, Split, one_of
 
 FORMATS_INVALID = "formats must be a non-empty list of: jsonl, parquet."
 GRANULARITY_INVALID = "granularity must be 'comparison' (consensus) or 'annotation' (every annotation)."
 MARGIN_INVALID = f"margin_scheme must be {one_of(MARGIN_SCHEME_NAMES)}."
 MIX_INVALID = "mix must be empty, 'helpfulness' or 'safety'."
+TEST_MIX_INVALID = "test_mix must be true or false."
 FOCUS_INVALID = "focus must be empty, 'helpfulness' or 'safety'."
 BATCHES_UNKNOWN = "Unknown batch id(s): {ids}."
 DATE_INVALID = "Give an ISO 8601 date-time, e.g. 2026-11-23T00:00:00Z."
@@ -88,6 +89,7 @@ def export_options_check(
     granularity: str = ExportRun.Granularity.COMPARISON,
     margin_scheme: str = "none",
     mix: str = "",
+    test_mix: bool = False,
     tokenizer: str = WHITESPACE,
 ) -> dict[str, Any]:
     """Validate an export's options; returns them normalised (the tokenizer is kept with the filters)."""
@@ -100,6 +102,8 @@ def export_options_check(
         raise InvalidInput(MARGIN_INVALID, field="margin_scheme")
     if mix not in ExportRun.Mix.values:
         raise InvalidInput(MIX_INVALID, field="mix")
+    if not isinstance(test_mix, bool):
+        raise InvalidInput(TEST_MIX_INVALID, field="test_mix")
     if tokenizer != WHITESPACE and not _tokenizer_dir_exists(tokenizer):
         raise InvalidInput(TOKENIZER_MISSING.format(path=tokenizer), field="tokenizer")
     checked = _parse_filters(filters or {})
@@ -110,6 +114,7 @@ def export_options_check(
         "granularity": granularity,
         "margin_scheme": margin_scheme,
         "mix": mix,
+        "test_mix": test_mix,
     }
 
 
@@ -180,6 +185,13 @@ def _plan(run: ExportRun, stats: ConsensusStats) -> tuple[list[Source], dict[str
             platform_rows, _row_filters(run.filters, focus), granularity=granularity, margin_scheme=margin, stats=stats
         )
 
+    def sampled_into_mix(source: Source) -> Source:
+        """Rows of the other focus (and open-source rows) that a mix samples: their test rows would put a
+        second task into the mix's test figures, so they come from train only unless `test_mix` asks."""
+        if run.test_mix:
+            return source
+        return lambda: (counted for counted in source() if counted[0]["split"] == Split.TRAIN)
+
     if not run.mix:
         return [platform(None)], {}
     rng = random.Random(run.seed)
@@ -187,7 +199,10 @@ def _plan(run: ExportRun, stats: ConsensusStats) -> tuple[list[Source], dict[str
         # All helpfulness comparisons plus an equal amount sampled from safety and open-source data.
         core = platform(Focus.HELPFULNESS)
         size = sum(1 for _ in core())
-        pool: list[Source] = [platform(Focus.SAFETY), partial(external_rows, harmless=None, margin_scheme=margin)]
+        pool: list[Source] = [
+            sampled_into_mix(platform(Focus.SAFETY)),
+            partial(external_rows, harmless=None, margin_scheme=margin),
+        ]
         sampled = list(_sample(pool, size, rng))
         description = {"kind": "helpfulness", "helpfulness": size, "sampled_from_safety_and_open_source": len(sampled)}
     else:
@@ -197,10 +212,16 @@ def _plan(run: ExportRun, stats: ConsensusStats) -> tuple[list[Source], dict[str
             partial(external_rows, harmless=True, margin_scheme=margin),
         ]
         size = sum(sum(1 for _ in source()) for source in safety_sources)
-        sampled = list(_sample([platform(Focus.HELPFULNESS)], round(size / 9), rng))
+        sampled = list(_sample([sampled_into_mix(platform(Focus.HELPFULNESS))], round(size / 9), rng))
         core = None
         description = {"kind": "safety", "safety_and_harmless": size, "sampled_helpfulness": len(sampled)}
     description["seed"] = run.seed
+    own = "helpfulness" if run.mix == ExportRun.Mix.HELPFULNESS else "safety"
+    description["test_file"] = (
+        f"the {own} test rows and the test rows of the data sampled into the mix (test_mix)"
+        if run.test_mix
+        else f"the {own} test rows only: the data sampled into the mix comes from train"
+    )
     sources: list[Source] = [core] if core else safety_sources
     return [*sources, lambda: iter(sampled)], description
 

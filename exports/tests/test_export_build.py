@@ -215,16 +215,43 @@ def test_the_reward_model_mixes_follow_llama2():
     assert helpful.rows_written == 18
     safety = build(mix="safety", seed=3)
     # 6 safety + 2 harmless = 8, then helpfulness at 90/10: round(8 / 9) = 1.
-    assert safety.manifest["mix"] == {"kind": "safety", "safety_and_harmless": 8, "sampled_helpfulness": 1, "seed": 3}
+    assert safety.manifest["mix"] == {
+        "kind": "safety",
+        "safety_and_harmless": 8,
+        "sampled_helpfulness": 1,
+        "seed": 3,
+        "test_file": "the safety test rows only: the data sampled into the mix comes from train",
+    }
     sources = safety.manifest["counts"]["source"]
     assert sources == {"hh-harmless": 2, "platform": 7}
     again = build(mix="safety", seed=3)
     assert [f["sha256"] for f in again.manifest["files"]] == [f["sha256"] for f in safety.manifest["files"]]
 
 
+def test_a_mix_keeps_the_other_focus_out_of_its_test_file_unless_asked():
+    judged_batch(14, held_out_size=0)  # more than the safety rows: the mix samples all of them
+    safety = judged_batch(12, focus=Focus.SAFETY, held_out_fraction=0.5)
+    safety_test = Comparison.objects.filter(batch=safety, is_held_out=True).count()
+    assert 0 < safety_test < 12
+
+    def test_rows(run: ExportRun) -> list[dict]:
+        path = Path(run.directory) / "test.jsonl"
+        return read_jsonl(path) if path.exists() else []
+
+    plain = build(mix="helpfulness", seed=1)
+    # The helpfulness batch holds nothing out, so the test file would hold only safety rows: it holds none.
+    assert test_rows(plain) == []
+    assert plain.manifest["mix"]["sampled_from_safety_and_open_source"] == 12 - safety_test
+    assert "only" in plain.manifest["mix"]["test_file"]
+    mixed = build(mix="helpfulness", seed=1, test_mix=True)
+    assert len(test_rows(mixed)) == safety_test and all(row["is_safety"] for row in test_rows(mixed))
+    assert "test_mix" in mixed.manifest["mix"]["test_file"]
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
+        ({"test_mix": "yes"}, "test_mix"),
         ({"formats": ["csv"]}, "formats"),
         ({"margin_scheme": "huge"}, "margin_scheme"),
         ({"granularity": "row"}, "granularity"),

@@ -34,6 +34,11 @@ class Command(BaseCommand):
         parser.add_argument("--margin", default="none", choices=MARGIN_SCHEME_NAMES, help="Llama 2 margins.")
         parser.add_argument("--mix", default="", choices=["", "helpfulness", "safety"], help="A reward-model mix.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the mix's sampling.")
+        parser.add_argument(
+            "--test-mix",
+            action="store_true",
+            help="Let a mix's test file take the test rows of the data sampled into it (default: its own focus only).",
+        )
         parser.add_argument("--tokenizer", default=WHITESPACE, help="'whitespace' or a tokenizer directory.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -54,6 +59,7 @@ class Command(BaseCommand):
                 granularity=options["granularity"],
                 margin_scheme=options["margin"],
                 mix=options["mix"],
+                test_mix=options["test_mix"],
                 seed=options["seed"],
                 tokenizer=options["tokenizer"],
             )
