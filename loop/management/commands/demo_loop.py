@@ -19,10 +19,11 @@ from backend.batches.services.prompts import prompt_create
 from backend.checkpoints.models import Checkpoint
 from loop.management.progress import iteration_run_shown
 from loop.models import Iteration
-from loop.selectors import leaderboard
+from loop.selectors import human_win_rate, human_win_rate_by_temperature, leaderboard
 from loop.services.iterations import iteration_create
 from loop.services.simulated_annotator import RULE, SIMULATED_ANNOTATOR, simulated_annotate
 from loop.services.templates import template_create, weekly_batches_run
+from loop.win_rate import WinRate
 from sampler.services import batch_start_sampling
 from sampler.tasks import enqueue_chunk
 
@@ -81,7 +82,11 @@ class Command(BaseCommand):
 
         self.stdout.write(self.style.MIGRATE_HEADING(f"2/6 Sampling {BATCH_NAME} from {policy.name}"))
         sampled = self._sampled_batch(policy)
-        self.stdout.write(f"  {sampled.name}: {sampled.comparisons.count()} pairs, open")
+        held_out = sampled.comparisons.filter(is_held_out=True).count()
+        self.stdout.write(
+            f"  {sampled.name}: {sampled.comparisons.count()} pairs, open; {held_out} held out as its test split "
+            f"(each prompt's split drawn at {sampled.held_out_fraction:g} when its pair was made)"
+        )
 
         self.stdout.write(self.style.MIGRATE_HEADING(f"3/6 Judging with the SIMULATED annotator: {RULE}"))
         batches = list(Batch.objects.filter(name__in=["demo-helpfulness", "demo-safety", BATCH_NAME]))
@@ -96,6 +101,7 @@ class Command(BaseCommand):
         new = iteration.new_policy
         assert new is not None
         self.stdout.write(f"  registered {new.name} (parent {new.parent.name if new.parent else '-'})")
+        self._export_splits(iteration)
 
         self.stdout.write(self.style.MIGRATE_HEADING("5/6 Next week's batch from a template: new vs previous policy"))
         template, _ = template_create(
@@ -109,6 +115,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.MIGRATE_HEADING("6/6 The learning signal"))
         self._signal(iteration)
         simulated_annotate(batch=next_batch)
+        self._win_rates(new, iteration.base_policy, next_batch)
         self.stdout.write("  Leaderboard of policies from the (simulated) votes, Bradley-Terry:")
         for rating in leaderboard():
             self.stdout.write(
@@ -129,7 +136,7 @@ class Command(BaseCommand):
             checkpoint_ids=[policy.pk],
             temperatures=[0.7, 1.2],
             max_new_tokens=REPLY_TOKENS,
-            held_out_fraction=0.4,  # 12 of the 30 prompts: the held-out prompts of the learning signal
+            held_out_fraction=0.4,  # about 12 of the 30 prompts: the held-out prompts of the learning signal
         )
         if batch.status == Batch.Status.DRAFT:
             batch_start_sampling(batch=batch, enqueue=enqueue_chunk)  # eager Celery: sampled right here
@@ -152,6 +159,24 @@ class Command(BaseCommand):
         iteration = iteration_run_shown(iteration=iteration)
         return iteration
 
+    def _export_splits(self, iteration: Iteration) -> None:
+        """The held-out counts of the iteration's exports, per focus and strength, as their manifests give them."""
+        for export in (iteration.helpfulness_export, iteration.safety_export):
+            if export is None:
+                continue
+            for split, counts in export.manifest.get("counts", {}).get("by_split", {}).items():
+                strengths = ", ".join(f"{name} {count}" for name, count in counts["strength"].items())
+                focus = ", ".join(f"{name} {count}" for name, count in counts["focus"].items())
+                self.stdout.write(f"  export {export.pk} {split}: {focus}; by strength: {strengths}")
+
+    def _win_rates(self, new: Checkpoint, previous: Checkpoint, batch: Batch) -> None:
+        """New against previous in next week's batch, pooled and per temperature stratum."""
+        pooled = human_win_rate(new=new, previous=previous, batch=batch)
+        strata = human_win_rate_by_temperature(new=new, previous=previous, batch=batch)
+        self.stdout.write(f"  New against previous in {batch.name} (simulated votes): {_win(pooled)}")
+        for stratum, rate in strata.items():
+            self.stdout.write(f"    {stratum}: {_win(rate)}")
+
     def _signal(self, iteration: Iteration) -> None:
         evaluation = iteration.evaluation
         samples = evaluation["samples"]
@@ -169,3 +194,9 @@ class Command(BaseCommand):
         verdict = "learned the rule" if learned else "did NOT learn the rule this time"
         style = self.style.SUCCESS if learned else self.style.WARNING
         self.stdout.write(style(f"  The new policy {verdict}."))
+
+
+def _win(rate: WinRate) -> str:
+    if rate.rate is None:
+        return "no votes"
+    return f"{rate.wins}/{rate.games} = {rate.rate:.2f} [{rate.low:.2f}, {rate.high:.2f}]"
