@@ -68,6 +68,13 @@ def _design_uses(batch: Batch) -> Counter[Pair]:
     )
 
 
+def _plan(batch: Batch, prompts: Sequence[Prompt], checkpoint_ids: list[int]) -> list[Pair]:
+    """The prompts' pairs, dealt from the batch's least-used combinations; ties start where the first prompt's id
+    points, so that chunks sampled at once from the same counts take different combinations."""
+    start = prompts[0].pk if prompts else 0
+    return plan_pairs(len(prompts), checkpoint_ids, list(batch.temperatures), used=_design_uses(batch), start=start)
+
+
 def batch_sample_prompts(
     *,
     batch: Batch,
@@ -89,15 +96,7 @@ def batch_sample_prompts(
     paired in the batch keeps its pair (the database allows one per prompt and batch).
     """
     checkpoints = {c.pk: c for c in batch.checkpoints.all()}
-    # Dealt from the batch's least-used combinations; ties start where the first prompt's id points, so that
-    # chunks sampled at once from the same counts take different combinations.
-    plan = plan_pairs(
-        len(prompts),
-        list(checkpoints),
-        list(batch.temperatures),
-        used=_design_uses(batch),
-        start=prompts[0].pk if prompts else 0,
-    )
+    plan = _plan(batch, prompts, list(checkpoints))
     requests = [
         GenerationRequest(
             messages=prompt_messages(prompt=prompt),
