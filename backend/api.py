@@ -1,8 +1,11 @@
-"""Project-wide API plumbing: the exception handler that maps service errors to clear 4xx replies, and
-serializers built once for the endpoints every annotator calls on every comparison."""
+"""Project-wide API plumbing: the exception handler that maps service errors to clear 4xx replies, the input
+serializers' base that refuses unknown fields, and serializers built once for the endpoints every annotator calls on
+every comparison."""
 
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -11,6 +14,7 @@ from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils import html
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -19,6 +23,12 @@ from backend.errors import ServiceError
 BODY_TOO_LARGE = "The request body is too large: the limit is {limit} bytes."
 MAX_IMPORT_BYTES = 200 * 1024 * 1024
 TOO_MANY_FIELDS = "The request has too many fields: the limit is {limit}."
+UNKNOWN_FIELD = "Unknown field; the fields taken here are: {known}."
+NO_FIELDS = "Unknown field; this request takes no fields."
+# Django's CSRF form field: an HTML form signed in by session carries it next to the endpoint's own fields.
+TRANSPORT_FIELDS = frozenset({"csrfmiddlewaretoken"})
+# In form data, `tags[0]`, `first_response.text` and `config.lr` are the list, nested and dict fields' own keys.
+_FORM_KEY_BASE = re.compile(r"[.\[]")
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -38,6 +48,52 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
         return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
+
+
+# The base of every input serializer: a field it does not declare is a 400 that names it, not dropped. DRF drops
+# unknown fields silently, so a typo or a misplaced option (`batches` beside an export's `filters` instead of inside
+# them) would answer 2xx and do something else. The check is a set difference on the keys, cheap enough for the
+# annotator's submit; nested input serializers inherit it too, and name the unknown field under their own
+# (`{"first_response": {"txt": [...]}}`). `field_hints` adds advice to a given field's message. (A comment, not a
+# docstring: drf-spectacular would show a docstring as the description of every input that inherits it.)
+class StrictSerializer(serializers.Serializer):
+    field_hints: ClassVar[dict[str, str]] = {}
+
+    @cached_property
+    def known_fields(self) -> frozenset[str]:
+        return frozenset(self.fields) | TRANSPORT_FIELDS
+
+    def unknown_fields(self, data: Any) -> set[str]:
+        if type(data) is dict:  # a JSON body: the annotator's submit and skip take this path
+            return data.keys() - self.known_fields
+        if not isinstance(data, Mapping):
+            return set()  # not an object at all: DRF's own check says so
+        if html.is_html_input(data):  # form data: a list, nested or dict field's keys carry a suffix
+            return {_FORM_KEY_BASE.split(key, maxsplit=1)[0] for key in data} - self.known_fields
+        return set(data.keys()) - self.known_fields
+
+    def unknown_field_message(self, name: str) -> str:
+        known = sorted(self.fields)
+        general = UNKNOWN_FIELD.format(known=", ".join(known)) if known else NO_FIELDS
+        hint = self.field_hints.get(name)
+        return f"{general} {hint}" if hint else general
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = self.unknown_fields(data)
+        if not unknown:
+            return super().to_internal_value(data)
+        errors: dict[str, Any] = {}
+        try:
+            super().to_internal_value(data)
+        except serializers.ValidationError as error:  # the known fields' errors too, in the same reply
+            if isinstance(error.detail, dict):
+                errors.update(error.detail)
+        errors.update({name: [self.unknown_field_message(name)] for name in sorted(unknown)})
+        raise serializers.ValidationError(errors)
+
+
+class NoInputSerializer(StrictSerializer):
+    """The body of an action that takes none (open, close, next, sample, retry): any field in it is refused."""
 
 
 def paginated(request: Request, view: APIView, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
@@ -82,7 +138,17 @@ def shared_validation(serializer_class: type[serializers.Serializer]) -> Callabl
     return validate
 
 
-class UploadSerializer(serializers.Serializer):
+_validate_no_input = shared_validation(NoInputSerializer)
+
+
+def refuse_input(data: Any) -> None:
+    """Refuse a body with any field in it, for the actions that take none: `refuse_input(request.data)`."""
+    if isinstance(data, Mapping) and not data:  # no body, or an empty object: the usual case, and the fast one
+        return
+    _validate_no_input(data)
+
+
+class UploadSerializer(StrictSerializer):
     """An uploaded file (a prompt pool, preference pairs) of at most 200 MB."""
 
     file = serializers.FileField()

@@ -1,10 +1,10 @@
 """The re-enqueue sweep (celery beat, every few minutes): jobs whose publish was lost are published again.
 
-A job is lost when its row still waits (an export or training run `queued`, an iteration `queued` or
-`running`, a live pair `pending`, a reward model's scoring request unfinished, a batch `sampling`)
+A job is lost when its row still waits (an export, training run or temperature scan `queued`, an iteration
+`queued` or `running`, a live pair `pending`, a reward model's scoring request unfinished, a batch `sampling`)
 JOB_REQUEUE_GRACE_SECONDS after it was created, and the broker holds no message for it, neither queued nor
 delivered-and-unacknowledged (a running task's message stays unacknowledged until it finishes: acks_late).
-Publishing twice is harmless: every task returns at once for a finished job. Exports and training runs an
+Publishing twice is harmless: every task returns at once for a finished job. Exports, training runs and scans an
 iteration made are left out: the iteration's own step runs them.
 """
 
@@ -25,9 +25,14 @@ from exports.models import ExportRun
 from exports.tasks import export_build_task
 from insights.models import ScoringRequest
 from insights.tasks import response_scores_compute_task
-from loop.models import Iteration
+from loop.models import Iteration, TemperatureScan
 from loop.services.policy_runs import POLICY_KINDS
-from loop.tasks import iteration_step_task, policy_run_execute_task, training_run_execute_task
+from loop.tasks import (
+    iteration_step_task,
+    policy_run_execute_task,
+    temperature_scan_execute_task,
+    training_run_execute_task,
+)
 from sampler.services import batch_start_sampling
 from sampler.tasks import batch_sample_chunk, enqueue_chunk, live_pair_sample
 
@@ -49,6 +54,9 @@ def waiting_jobs(*, cutoff: datetime) -> list[tuple[Task, int]]:
     runs = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, created_at__lt=cutoff)
     for pk, kind in runs.exclude(pk__in=owned_runs).values_list("pk", "kind"):
         jobs.append((policy_run_execute_task if kind in POLICY_KINDS else training_run_execute_task, pk))
+    scans = TemperatureScan.objects.filter(status=TemperatureScan.Status.QUEUED, created_at__lt=cutoff)
+    scans = scans.exclude(pk__in=_iteration_owned("temperature_scan"))
+    jobs += [(temperature_scan_execute_task, pk) for pk in scans.values_list("pk", flat=True)]
     iterations = Iteration.objects.filter(
         status__in=(Iteration.Status.QUEUED, Iteration.Status.RUNNING), created_at__lt=cutoff
     )

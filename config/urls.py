@@ -7,9 +7,8 @@ from drf_spectacular.views import (
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
-from rest_framework.authtoken.views import obtain_auth_token
 
-from backend.accounts.apis import MeApi
+from backend.accounts.apis import MeApi, TokenApi
 from backend.audit.apis import AuditEventListApi
 from backend.batches import annotation_apis, gold_apis, prompt_apis
 from backend.batches import apis as batch_apis
@@ -21,7 +20,7 @@ from loop import checkpoint_apis
 from sampler import apis as sampler_apis
 
 api_v1 = [
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("auth/token/", TokenApi.as_view(), name="auth-token"),
     path("me/", MeApi.as_view(), name="me"),
     path("batches/", batch_apis.BatchListCreateApi.as_view(), name="batch-list"),
     path("batches/<int:batch_id>/", batch_apis.BatchDetailApi.as_view(), name="batch-detail"),
@@ -52,6 +51,19 @@ api_v1 = [
     path("prompts/", prompt_apis.PromptListCreateApi.as_view(), name="prompt-list"),
     path("checkpoints/", checkpoint_apis.CheckpointListCreateApi.as_view(), name="checkpoint-list"),
     path("checkpoints/<int:checkpoint_id>/", checkpoint_apis.CheckpointDetailApi.as_view(), name="checkpoint-detail"),
+    path(
+        "checkpoints/<int:checkpoint_id>/temperature-scans/",
+        checkpoint_apis.CheckpointTemperatureScanListCreateApi.as_view(),
+        name="checkpoint-temperature-scans",
+    ),
+    path(
+        "temperature-scans/<int:scan_id>/", checkpoint_apis.TemperatureScanDetailApi.as_view(), name="temperature-scan"
+    ),
+    path(
+        "temperature-scans/<int:scan_id>/plot.png",
+        checkpoint_apis.TemperatureScanPlotApi.as_view(),
+        name="temperature-scan-plot",
+    ),
     path("batches/<int:batch_id>/statistics/", export_apis.BatchStatisticsApi.as_view(), name="batch-statistics"),
     path("batches/<int:batch_id>/gold/", gold_apis.GoldComparisonCreateApi.as_view(), name="batch-gold"),
     path("dashboards/", insight_apis.DashboardAnnotatorListApi.as_view(), name="dashboard-overview-api"),
@@ -63,6 +75,7 @@ api_v1 = [
     ),
     path("dashboards/models/", insight_apis.DashboardModelsApi.as_view(), name="dashboard-models-api"),
     path("dashboards/reward-scores/", insight_apis.ResponseScoresRequestApi.as_view(), name="reward-scores"),
+    path("lineage/<str:kind>/<int:node_id>/", insight_apis.LineageApi.as_view(), name="lineage-api"),
     path("exports/", export_apis.ExportListCreateApi.as_view(), name="export-list"),
     path("exports/<int:export_id>/", export_apis.ExportDetailApi.as_view(), name="export-detail"),
     path("exports/<int:export_id>/files/<str:name>", export_apis.ExportFileApi.as_view(), name="export-file"),
@@ -77,6 +90,11 @@ api_v1 = [
     path("iterations/<int:iteration_id>/report/", loop_apis.IterationReportApi.as_view(), name="iteration-report"),
     path("iterations/<int:iteration_id>/plots/<str:name>", loop_apis.IterationPlotApi.as_view(), name="iteration-plot"),
     path("batch-templates/", loop_apis.BatchTemplateListCreateApi.as_view(), name="batch-template-list"),
+    path(
+        "batch-templates/<int:template_id>/temperatures-from-scan/",
+        loop_apis.BatchTemplateTemperaturesFromScanApi.as_view(),
+        name="batch-template-temperatures-from-scan",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -13,19 +13,20 @@ from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsResearcher, IsStaffRole
 from backend.accounts.roles import authenticated_user
-from backend.api import UploadSerializer, queued_or_ok
+from backend.api import StrictSerializer, UploadSerializer, queued_or_ok
 from backend.batches.selectors import batch_by_id
 from backend.errors import NotFound
 from exports.imports import preferences_import
 from exports.models import ExportRun
 from exports.selectors import export_run_by_id, export_run_list
-from exports.services import batch_statistics, export_create
+from exports.services import _FILTER_KEYS, batch_statistics, export_create
 from exports.stats import WHITESPACE
 from exports.tasks import enqueue_export
 from exports.writers import FORMATS
 from preference_format import MARGIN_SCHEME_NAMES
 
 FILE_NOT_FOUND = "This export has no such file."
+FILTER_OUTSIDE = 'It is one of the filters: send it inside "filters", e.g. {{"filters": {{"{name}": ...}}}}.'
 
 
 class ExportRunSerializer(serializers.ModelSerializer):
@@ -66,7 +67,9 @@ class ExportListCreateApi(APIView):
     permission_classes = [IsResearcher]
 
     @extend_schema_serializer(component_name="ExportCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
+        field_hints = {name: FILTER_OUTSIDE.format(name=name) for name in sorted(_FILTER_KEYS)}
+
         filters = serializers.JSONField(required=False, default=dict)
         formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS), default=list(FORMATS))
         granularity = serializers.ChoiceField(choices=ExportRun.Granularity.choices, default="comparison")

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 
+from backend.batches.models import Batch
 from backend.jobs import JobStatus
 
 
@@ -24,6 +25,13 @@ class ExportRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     client_key = models.CharField(max_length=64, blank=True, help_text="A retried create returns the same run.")
     filters = models.JSONField(default=dict, help_text="Batches, focus, dates, exclusions, as validated.")
+    batches = models.ManyToManyField(
+        Batch,
+        related_name="exports",
+        blank=True,
+        help_text="The batches it reads: those its filters name when it is created, its manifest's source batches "
+        "once it is built.",
+    )
     formats = models.JSONField(default=list, help_text="'jsonl' and/or 'parquet'.")
     granularity = models.CharField(max_length=16, choices=Granularity.choices, default=Granularity.COMPARISON)
     margin_scheme = models.CharField(max_length=8, default="none", help_text="none, small or large (Llama 2).")

@@ -142,6 +142,7 @@ def export_create(
     def create() -> ExportRun:
         checked = export_options_check(**options)
         run = ExportRun.objects.create(created_by=created_by, client_key=client_key, seed=seed, **checked)
+        run.batches.set(checked["filters"]["batches"])  # the named ones; the build sets those it read
         audit_record(actor=created_by, action="export.create", target=run)
         transaction.on_commit(partial(enqueue, run.pk))
         return run
@@ -290,13 +291,15 @@ def export_build(*, run_id: int, on_progress: Callable[[int, int], None] | None 
         )
         raise
     _set_progress(run, written, on_progress)
-    ExportRun.objects.filter(pk=run.pk).update(
-        status=ExportRun.Status.DONE,
-        directory=str(final),
-        manifest=manifest,
-        rows_expected=max(expected, written),
-        finished_at=timezone.now(),
-    )
+    with transaction.atomic():  # a done export always links the batches its manifest names (the lineage reads them)
+        ExportRun.objects.filter(pk=run.pk).update(
+            status=ExportRun.Status.DONE,
+            directory=str(final),
+            manifest=manifest,
+            rows_expected=max(expected, written),
+            finished_at=timezone.now(),
+        )
+        run.batches.set([source["id"] for source in manifest["source_batches"]])
     run.refresh_from_db()
     return run
 
@@ -316,8 +319,8 @@ def _manifest(
     consensus: ConsensusStats,
     mix: dict[str, Any],
 ) -> dict[str, Any]:
-    batch_ids = run.filters.get("batches") or []
-    batches = Batch.objects.filter(pk__in=batch_ids) if batch_ids else Batch.objects.filter(comparisons__isnull=False)
+    # The batches that rows came from: not those the filters named, nor every batch when they named none.
+    batches = Batch.objects.filter(name__in=statistics.batches - {""})
     figures = statistics.as_dict()
     return {
         "schema_version": SCHEMA_VERSION,

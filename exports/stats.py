@@ -32,6 +32,8 @@ class DatasetStatistics:
     response_tokens: int = 0
     # Rows by (split, focus, strength, safety label, source): one count per row, not five.
     kinds: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
+    # Names of the batches whose rows were counted (imported open-source rows have none).
+    batches: set[str] = field(default_factory=set)
 
     def add(self, row: dict[str, Any], words: tuple[int, int, int] | None = None) -> None:
         """Count a row. `words`: its whitespace word counts as stored (prompt with its context, chosen, rejected),
@@ -48,6 +50,7 @@ class DatasetStatistics:
             )
         prompt, chosen, rejected = words
         self.rows += 1
+        self.batches.add(row["batch"])
         self.turns += turns
         self.prompt_tokens += prompt
         self.response_tokens += (chosen + rejected) // 2

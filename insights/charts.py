@@ -134,3 +134,84 @@ def line_chart(
             f'fill="{INK}">{escape(labels[i][:16])}</text>'
         )
     return _frame(body, title)
+
+
+NODE_W, NODE_H, COLUMN_GAP, ROW_GAP, LANE_GAP, MARGIN = 210, 84, 56, 16, 10, 8
+NODE_FILL = {"batch": "#eef3fd", "export": "#f3f5f8", "training_run": "#fdf6ea", "checkpoint": "#edf7f0"}
+
+
+def _rows(nodes: Sequence[dict], edges: Sequence[dict]) -> dict[str, int]:
+    """Each node's row within its column, ordered by the mean row of its inputs (fewer crossing links)."""
+    inputs: dict[str, list[str]] = {}
+    for edge in edges:
+        inputs.setdefault(edge["target"], []).append(edge["source"])
+    row: dict[str, int] = {}
+    for layer in sorted({node["layer"] for node in nodes}):
+        column = [node["key"] for node in nodes if node["layer"] == layer]
+        placed = {key: [row[source] for source in inputs.get(key, []) if source in row] for key in column}
+        column.sort(key=lambda key: sum(placed[key]) / len(placed[key]) if placed[key] else -1)
+        row.update({key: index for index, key in enumerate(column)})
+    return row
+
+
+def lineage_graph(nodes: Sequence[dict], edges: Sequence[dict], *, root: str, title: str) -> SafeString:
+    """A layered graph, data flowing left to right: one column per layer, each node a box that links to its page
+    (`url`) and shows its `caption`, `label` and `lines`; `base` links are dashed. Every text is escaped."""
+    row = _rows(nodes, edges)
+    at: dict[str, tuple[float, float]] = {
+        node["key"]: (MARGIN + node["layer"] * (NODE_W + COLUMN_GAP), MARGIN + row[node["key"]] * (NODE_H + ROW_GAP))
+        for node in nodes
+    }
+    width = MARGIN * 2 + (max((n["layer"] for n in nodes), default=0) + 1) * (NODE_W + COLUMN_GAP) - COLUMN_GAP
+    bottom = MARGIN + (max(row.values(), default=0) + 1) * (NODE_H + ROW_GAP) - ROW_GAP
+    body = [
+        '<defs><marker id="lineage-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
+        f'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="{MUTED}"/></marker></defs>'
+    ]
+    lanes = 0
+    for edge in edges:
+        (x1, y1), (x2, y2) = at[edge["source"]], at[edge["target"]]
+        x1, y1, y2 = x1 + NODE_W, y1 + NODE_H / 2, y2 + NODE_H / 2
+        if x2 - x1 <= COLUMN_GAP:  # neighbouring columns: a curve through the gap between them
+            bend = max((x2 - x1) / 2, 24)
+            d = f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        else:  # past other columns: down a gap, along a lane of its own below the boxes, up the last gap
+            lane, a, b = bottom + LANE_GAP * (lanes + 1), x1 + COLUMN_GAP / 2, x2 - COLUMN_GAP / 2
+            lanes += 1
+            d = (
+                f"M{x1:.0f},{y1:.0f} C{a:.0f},{y1:.0f} {a:.0f},{lane:.0f} {a + 8:.0f},{lane:.0f} "
+                f"L{b - 8:.0f},{lane:.0f} C{b:.0f},{lane:.0f} {b:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+            )
+        dash = ' stroke-dasharray="5 4"' if edge["relation"] == "base" else ""
+        body.append(
+            f'<path class="edge" d="{d}" fill="none" stroke="{MUTED}" stroke-width="1.4"{dash} '
+            f'marker-end="url(#lineage-arrow)"><title>{escape(edge["relation"])}</title></path>'
+        )
+    height = bottom + LANE_GAP * lanes + MARGIN
+    for node in nodes:
+        x, y = at[node["key"]]
+        stroke, width_px = (ACCENT, 2.5) if node["key"] == root else ("#b9c0cc", 1)
+        text = [
+            f'<text x="{x + 10}" y="{y + 16}" font-size="10" fill="{MUTED}">{escape(node["caption"].upper())}</text>',
+            f'<text x="{x + 10}" y="{y + 32}" font-size="12.5" font-weight="600" fill="{ACCENT}">'
+            f"{escape(_clip(node['label'], 26))}</text>",
+            *(
+                f'<text x="{x + 10}" y="{y + 48 + 14 * i}" font-size="11" fill="{INK}">{escape(_clip(line, 32))}</text>'
+                for i, line in enumerate(node["lines"][:3])
+            ),
+        ]
+        body.append(
+            f'<a class="node" href="{escape(node["url"])}"><title>{escape(node["label"])}: '
+            f"{escape('; '.join(node['lines']))}</title>"
+            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6" '
+            f'fill="{NODE_FILL.get(node["type"], "#fff")}" stroke="{stroke}" stroke-width="{width_px}"/>'
+            f"{''.join(text)}</a>"
+        )
+    return mark_safe(  # noqa: S308 - every interpolated text above is escaped
+        f'<svg class="lineage" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>{"".join(body)}</svg>'
+    )
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"

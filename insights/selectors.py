@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from backend.accounts.roles import Role
 from backend.batches.models import Annotation, Assignment, Batch, Comparison, Focus, GoldReview
-from backend.batches.selectors import batch_progress
+from backend.batches.selectors import batch_live_pairs, batch_progress
 from backend.batches.services.gold import gold_judgements
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.errors import NotFound
@@ -141,7 +141,9 @@ def batch_dashboard(*, batch_id: int, now: datetime | None = None) -> dict[str, 
             "focus": batch.focus,
             "status": batch.status,
             "overlap": batch.overlap,
+            "annotators_write_prompts": batch.annotators_write_prompts,
         },
+        "live_pairs": batch_live_pairs(batch=batch),
         "progress": {
             "annotations": progress.annotations,
             "target_annotations": progress.target_annotations,

@@ -7,7 +7,7 @@ import math
 from collections.abc import Hashable, Sequence
 from itertools import combinations
 
-Z_95 = 1.959963984540054
+from training.intervals import wilson_interval as wilson_interval  # one definition, re-exported for the dashboards
 
 
 def krippendorff_alpha_interval(units: Sequence[Sequence[float]]) -> float | None:
@@ -49,17 +49,6 @@ def pairwise_agreement(units: Sequence[Sequence[Hashable]]) -> tuple[int, int]:
             pairs += 1
             agree += left == right
     return agree, pairs
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% by default); (0, 1) when there are no trials."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def binomial_two_sided_p(successes: int, trials: int, p: float = 0.5) -> float:

@@ -8,4 +8,5 @@ urlpatterns = [
     path("annotators/<int:annotator_id>/", views.annotator_page, name="dashboard-annotator"),
     path("annotators/<int:annotator_id>/score/", views.score_responses, name="dashboard-annotator-score"),
     path("models/", views.models_page, name="dashboard-models"),
+    path("lineage/<str:kind>/<int:node_id>/", views.lineage_page, name="dashboard-lineage"),
 ]

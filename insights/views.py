@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from backend.accounts.roles import Role, user_has_role
 from backend.errors import NotFound, ServiceError
 from insights import charts, selectors
+from insights.lineage import describe, lineage
 from insights.services import response_scores_request
 from insights.tasks import enqueue_response_scores
 
@@ -152,3 +153,34 @@ def models_page(request: HttpRequest) -> HttpResponse:
     for row in board:
         row["bar_x"], row["bar_width"] = 100 * row["low"] / top, 100 * (row["high"] - row["low"]) / top
     return render(request, "insights/models.html", {"figures": figures, "runs": runs})
+
+
+@require_GET
+@staff_only
+def lineage_page(request: HttpRequest, kind: str, node_id: int) -> HttpResponse:
+    """The turn of the loop around one artifact, drawn as a graph; an unknown one is a 404 that says why."""
+    try:
+        graph = lineage(kind=kind, node_id=node_id)
+    except NotFound as error:
+        return render(request, "insights/lineage.html", {"error": error.message}, status=404)
+    nodes = [describe(node) for node in graph["nodes"]]
+    root = next(node for node in nodes if node["key"] == graph["root"])
+    drawn = charts.lineage_graph(nodes, graph["edges"], root=graph["root"], title=f"Lineage of {root['label']}")
+    labels = {node["key"]: node["label"] for node in nodes}
+    edges = [
+        {**edge, "source_label": labels[edge["source"]], "target_label": labels[edge["target"]]}
+        for edge in graph["edges"]
+    ]
+    return render(
+        request,
+        "insights/lineage.html",
+        {
+            "graph": graph,
+            "root": root,
+            "nodes": nodes,
+            "edges": edges,
+            "chart": drawn,
+            "kind": kind,
+            "node_id": node_id,
+        },
+    )

@@ -1,5 +1,7 @@
-"""The loop in the admin: the checkpoint registry, training runs (researchers start a reward-model run from its add
-form), iterations and batch templates, all started and changed through the same services as the API."""
+"""The loop in the admin: the checkpoint registry (a policy's page shows its temperature scans; researchers start
+one with an action), training runs (researchers start a reward-model run from its add form), iterations and batch
+templates (an action sets their temperatures from a scan), all started and changed through the same services as
+the API."""
 
 import json
 from typing import Any
@@ -11,14 +13,34 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from backend.checkpoints.models import Checkpoint, TrainingRun
+from backend.accounts.roles import Role, user_has_role
+from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.errors import ServiceError
-from loop.models import BatchTemplate, Iteration, Method
-from loop.selectors import iteration_plots, iteration_progress, iteration_report
+from loop.models import BatchTemplate, Iteration, Method, TemperatureScan
+from loop.selectors import iteration_plots, iteration_progress, iteration_report, temperature_scans_of
 from loop.services.iterations import iteration_check, iteration_create, iteration_retry
+from loop.services.temperature_scans import temperature_scan_create, template_temperatures_from_scan
 from loop.services.templates import template_check, template_create, template_update
 from loop.services.training_runs import training_run_check, training_run_create
-from loop.tasks import enqueue_iteration, enqueue_training_run
+from loop.tasks import enqueue_iteration, enqueue_temperature_scan, enqueue_training_run
+
+
+def _scan_html(scan: TemperatureScan) -> str:
+    """One scan on a page: its state, best temperature, and the curve once it is drawn."""
+    best = f"{scan.best_temperature:g}" if scan.best_temperature is not None else "-"
+    head = format_html(
+        '<a href="{}">scan {}</a>: {} ({:.0%}), best temperature {}{}',
+        reverse("admin:loop_temperaturescan_change", args=[scan.pk]),
+        scan.pk,
+        scan.status,
+        scan.progress,
+        best,
+        f"; {scan.error}" if scan.error else "",
+    )
+    if scan.status != TemperatureScan.Status.DONE:
+        return format_html("<p>{}</p>", head)
+    plot = reverse("temperature-scan-plot", kwargs={"scan_id": scan.pk})
+    return format_html('<p>{}<br><img src="{}" style="max-width: 720px"></p>', head, plot)
 
 
 @admin.register(Checkpoint)
@@ -27,7 +49,52 @@ class CheckpointAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["name", "path", "produced_by"]
     raw_id_fields = ["parent", "created_by"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "temperature_scans"]
+    actions = ["scan_temperatures"]
+
+    @admin.display(description="temperature scans (max reward among N samples, per temperature)")
+    def temperature_scans(self, obj: Checkpoint) -> str:
+        if obj.pk is None or obj.kind != CheckpointKind.POLICY:
+            return "-"
+        scans = temperature_scans_of(checkpoint=obj)
+        return format_html_join("", "{}", ((_scan_html(scan),) for scan in scans)) or "none yet"
+
+    def has_scan_permission(self, request: HttpRequest) -> bool:
+        return user_has_role(request.user, Role.RESEARCHER)
+
+    @admin.action(description="Scan sampling temperatures of the selected policies", permissions=["scan"])
+    def scan_temperatures(self, request: HttpRequest, queryset: "QuerySet[Checkpoint]") -> None:
+        """Default settings, the newest reward models and the newest iteration's prompts (the API takes others)."""
+        for checkpoint in queryset:
+            try:
+                scan, _ = temperature_scan_create(
+                    checkpoint_id=checkpoint.pk,
+                    created_by=request.user,  # type: ignore[arg-type]
+                    enqueue=enqueue_temperature_scan,
+                )
+            except ServiceError as error:
+                messages.error(request, f"{checkpoint.name}: {error.message}")
+            else:
+                messages.info(request, f"{checkpoint.name}: temperature scan {scan.pk} queued.")
+
+
+@admin.register(TemperatureScan)
+class TemperatureScanAdmin(admin.ModelAdmin):
+    list_display = ["id", "checkpoint", "status", "step", "total_steps", "best_temperature", "created_at"]
+    list_filter = ["status"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: TemperatureScan | None = None) -> Any:
+        return ["curve", *(field.name for field in TemperatureScan._meta.fields)]
+
+    @admin.display(description="curve")
+    def curve(self, obj: TemperatureScan) -> str:
+        return _scan_html(obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TemperatureScan | None = None) -> bool:
+        return False
 
 
 class TrainingRunCreateForm(forms.ModelForm):
@@ -89,7 +156,16 @@ class IterationCreateForm(forms.ModelForm):
 
     class Meta:
         model = Iteration
-        fields = ["batches", "given_export", "base_policy", "methods", "reward_backbone", "reward_builtin_backbone"]
+        fields = [
+            "batches",
+            "given_export",
+            "base_policy",
+            "methods",
+            "reward_backbone",
+            "reward_builtin_backbone",
+            "evaluation_reward_models",
+            "scan_temperatures",
+        ]
 
     def options(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -101,6 +177,8 @@ class IterationCreateForm(forms.ModelForm):
             "reward_backbone_id": data["reward_backbone"].pk if data.get("reward_backbone") else None,
             "reward_builtin_backbone": data.get("reward_builtin_backbone") or "",
             "config": data.get("config") or {},
+            "evaluation_reward_model_ids": [checkpoint.pk for checkpoint in data.get("evaluation_reward_models") or []],
+            "scan_temperatures": bool(data.get("scan_temperatures")),
         }
 
     def clean(self) -> dict[str, Any]:
@@ -204,8 +282,21 @@ class BatchTemplateForm(forms.ModelForm):
 @admin.register(BatchTemplate)
 class BatchTemplateAdmin(admin.ModelAdmin):
     form = BatchTemplateForm
-    list_display = ["name", "focus", "size", "overlap", "prompt_source", "active"]
+    list_display = ["name", "focus", "size", "overlap", "temperatures", "prompt_source", "active"]
     list_filter = ["focus", "active"]
+    actions = ["temperatures_from_scan"]
+
+    @admin.action(
+        description="Set temperatures to the two best of the newest policy's temperature scan", permissions=["change"]
+    )
+    def temperatures_from_scan(self, request: HttpRequest, queryset: "QuerySet[BatchTemplate]") -> None:
+        for template in queryset:
+            try:
+                template = template_temperatures_from_scan(template=template, actor=request.user)  # type: ignore[arg-type]
+            except ServiceError as error:
+                messages.error(request, f"{template.name}: {error.message}")
+            else:
+                messages.info(request, f"{template.name}: temperatures now {template.temperatures}.")
 
     def save_model(self, request: HttpRequest, obj: BatchTemplate, form: Any, change: bool) -> None:
         values = {key: value for key, value in form.cleaned_data.items() if key != "id"}

@@ -1,5 +1,5 @@
 """The loop's API: iterations (researchers start and retry them; staff read them, their report and plots) and
-batch templates (admins)."""
+batch templates (admins; their temperatures may be set from a temperature scan)."""
 
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsBatchAdmin, IsResearcher, IsStaffRole
 from backend.accounts.roles import authenticated_user
-from backend.api import created_or_ok, queued_or_ok
+from backend.api import StrictSerializer, created_or_ok, queued_or_ok, refuse_input
 from backend.batches.models import Focus
 from loop.models import BatchTemplate, Iteration, Method
 from loop.selectors import (
@@ -21,9 +21,12 @@ from loop.selectors import (
     iteration_plots,
     iteration_progress,
     iteration_report,
+    temperature_scan_by_id,
+    template_by_id,
     template_list,
 )
 from loop.services.iterations import iteration_create, iteration_retry
+from loop.services.temperature_scans import TEMPLATE_TEMPERATURES, template_temperatures_from_scan
 from loop.services.templates import template_create
 from loop.tasks import enqueue_iteration
 
@@ -54,7 +57,10 @@ class IterationOutputSerializer(serializers.ModelSerializer):
             "reward_safety_run",
             "rejection_sampling_run",
             "ppo_run",
+            "scan_temperatures",
+            "temperature_scan",
             "new_policy",
+            "evaluation_reward_models",
             "evaluation",
             "plots",
             "created_at",
@@ -76,7 +82,7 @@ class IterationListCreateApi(APIView):
     """GET: iterations (admins, researchers). POST: start one turn of the loop (researchers)."""
 
     @extend_schema_serializer(component_name="IterationCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         batches = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, default=list)
         export = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
         base_policy = serializers.IntegerField(min_value=1)
@@ -84,6 +90,17 @@ class IterationListCreateApi(APIView):
         reward_backbone = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
         reward_builtin_backbone = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
         config = serializers.DictField(required=False, default=dict)
+        evaluation_reward_models = serializers.ListField(
+            child=serializers.IntegerField(min_value=1),
+            required=False,
+            default=list,
+            help_text="Reward-model checkpoint ids that also score the held-out answers (not optimised against).",
+        )
+        scan_temperatures = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text='Scan the base policy\'s temperatures after the reward models (RS temperature "scan" uses it).',
+        )
         client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
 
     def get_permissions(self) -> list[BasePermission]:
@@ -108,6 +125,8 @@ class IterationListCreateApi(APIView):
             reward_backbone_id=values["reward_backbone"],
             reward_builtin_backbone=values["reward_builtin_backbone"],
             config=values["config"],
+            evaluation_reward_model_ids=values["evaluation_reward_models"],
+            scan_temperatures=values["scan_temperatures"],
             client_key=values["client_key"],
         )
         iteration = iteration_by_id(iteration_id=iteration.pk)
@@ -130,6 +149,7 @@ class IterationRetryApi(APIView):
 
     @extend_schema(request=None, responses={202: IterationOutputSerializer})
     def post(self, request: Request, iteration_id: int) -> Response:
+        refuse_input(request.data)
         iteration = iteration_by_id(iteration_id=iteration_id)
         iteration = iteration_retry(iteration=iteration, enqueue=enqueue_iteration, actor=authenticated_user(request))
         return Response(
@@ -186,7 +206,7 @@ class BatchTemplateListCreateApi(APIView):
     permission_classes = [IsBatchAdmin]
 
     @extend_schema_serializer(component_name="BatchTemplateCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=100)
         focus = serializers.ChoiceField(choices=Focus.choices, default=Focus.HELPFULNESS)
         size = serializers.IntegerField(min_value=1)
@@ -213,3 +233,30 @@ class BatchTemplateListCreateApi(APIView):
         template, created = template_create(created_by=authenticated_user(request), **data.validated_data)
         code = created_or_ok(created)
         return Response(BatchTemplateOutputSerializer(template).data, status=code)
+
+
+class BatchTemplateTemperaturesFromScanApi(APIView):
+    """Set a template's temperatures to a temperature scan's best ones, from next week's batch on (admins). Without
+    `scan`: the newest finished scan of the newest policy checkpoint, the one the weekly batch samples from."""
+
+    permission_classes = [IsBatchAdmin]
+
+    @extend_schema_serializer(component_name="TemplateTemperaturesFromScanInput")
+    class InputSerializer(StrictSerializer):
+        scan = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+        count = serializers.IntegerField(
+            required=False, default=TEMPLATE_TEMPERATURES, min_value=1, help_text="How many of the best temperatures."
+        )
+
+    @extend_schema(request=InputSerializer, responses=BatchTemplateOutputSerializer)
+    def post(self, request: Request, template_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        template = template_temperatures_from_scan(
+            template=template_by_id(template_id=template_id),
+            scan=temperature_scan_by_id(scan_id=values["scan"]) if values["scan"] else None,
+            count=values["count"],
+            actor=authenticated_user(request),
+        )
+        return Response(BatchTemplateOutputSerializer(template).data)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.intervals import Z_95
+
 ELO_SCALE = 400 / math.log(10)
 ELO_CENTRE = 1000.0
-Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,77 @@
-"""One turn of the RLHF loop (Iteration), and the templates that make each week's batches."""
+"""One turn of the RLHF loop (Iteration), temperature scans of policy checkpoints, and the templates that make each
+week's batches."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from backend.batches.models import Batch, Focus
-from backend.checkpoints.models import Checkpoint, TrainingRun
+from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.jobs import JobStatus
 
 
 class Method(models.TextChoices):
     REJECTION_SAMPLING = "rejection_sampling", "Rejection sampling"
     PPO = "ppo", "PPO"
+
+
+class TemperatureScan(models.Model):
+    """The best reward among N samples against N, per temperature, of one policy checkpoint (Llama 2, Figure 8).
+
+    A task on the `training` queue runs it (an iteration's optional step, or a checkpoint's action); `result`
+    holds the curve (`max_reward_by_n`: per temperature, one value per N), the mean reward per temperature and
+    the best temperature, and `output_dir` holds scan.json and temperature_scan.png.
+    """
+
+    Status = JobStatus
+
+    checkpoint = models.ForeignKey(
+        Checkpoint, on_delete=models.PROTECT, related_name="temperature_scans", help_text="The policy scanned."
+    )
+    reward_helpfulness = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    reward_safety = models.ForeignKey(
+        Checkpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty: the helpfulness model scores every prompt.",
+    )
+    prompts_path = models.CharField(max_length=1000, help_text="The prompts JSONL (its test split by default).")
+    config = models.JSONField(default=dict, help_text="Settings that differ from the scan's defaults.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    step = models.PositiveIntegerField(default=0, help_text="Temperatures scanned so far.")
+    total_steps = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    output_dir = models.CharField(max_length=1000, blank=True)
+    error = models.TextField(blank=True)
+    client_key = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "client_key"], condition=~Q(client_key=""), name="temperature_scan_client_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Temperature scan {self.pk} of {self.checkpoint_id} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.Status.DONE:
+            return 1.0
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+    @property
+    def best_temperature(self) -> float | None:
+        value = self.result.get("best_temperature")
+        return float(value) if value is not None else None
 
 
 class Iteration(models.Model):
@@ -26,6 +86,7 @@ class Iteration(models.Model):
     class Step(models.TextChoices):
         EXPORT = "export", "Export the datasets"
         REWARD_MODELS = "reward_models", "Train the reward models"
+        TEMPERATURE_SCAN = "temperature_scan", "Scan the base policy's sampling temperatures"
         POLICY = "policy", "Train the policy"
         EVALUATE = "evaluate", "Score new vs previous policy on held-out prompts"
         DONE = "done", "Done"
@@ -53,7 +114,17 @@ class Iteration(models.Model):
     )
     reward_builtin_backbone = models.CharField(max_length=100, blank=True, help_text="Or a built-in backbone.")
     config = models.JSONField(
-        default=dict, help_text='Overrides per step: {"reward": {...}, "rejection_sampling": {...}, "ppo": {...}}.'
+        default=dict,
+        help_text='Overrides per step: {"reward": {...}, "temperature_scan": {...}, "rejection_sampling": {...}, '
+        '"ppo": {...}}.',
+    )
+    scan_temperatures = models.BooleanField(
+        default=False,
+        help_text="After the reward models, scan the base policy's sampling temperatures (rejection sampling's "
+        'temperature "scan" then takes the best one).',
+    )
+    temperature_scan = models.ForeignKey(
+        TemperatureScan, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     helpfulness_export = models.ForeignKey(
         "exports.ExportRun", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -71,6 +142,13 @@ class Iteration(models.Model):
         TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     ppo_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    evaluation_reward_models = models.ManyToManyField(
+        Checkpoint,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind__in": [CheckpointKind.REWARD_HELPFULNESS, CheckpointKind.REWARD_SAFETY]},
+        help_text="More reward-model checkpoints that score the held-out answers (not optimised against).",
+    )
     prompts_path = models.CharField(max_length=1000, blank=True, help_text="The policy runs' prompts JSONL.")
     new_policy = models.ForeignKey(Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     evaluation = models.JSONField(

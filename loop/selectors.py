@@ -11,23 +11,30 @@ from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import NotFound
 from loop.bradley_terry import Rating, bradley_terry
-from loop.models import BatchTemplate, Iteration
+from loop.models import BatchTemplate, Iteration, TemperatureScan
 from loop.win_rate import WinRate, wilson
 
 PLOT_NOT_FOUND = "No such plot for this iteration (yet)."
+SCAN_NOT_FOUND = "No such temperature scan."
+TEMPLATE_NOT_FOUND = "No such batch template."
+SCAN_PLOT_NOT_FOUND = "This temperature scan has no plot (yet)."
+SCAN_PLOT = "temperature_scan.png"
+"""The curve a scan draws, in its output directory (training.temperature_scan.PLOT_FILE)."""
 ITERATION_NOT_FOUND = "No such iteration."
 LIST_LIMIT = 100
-# Share of an iteration's work in each step, for its progress figure.
+# Share of an iteration's work in each step, for its progress figure (renormalised without the scan when it takes none).
 STEP_WEIGHTS = {
     Iteration.Step.EXPORT: 0.05,
     Iteration.Step.REWARD_MODELS: 0.35,
+    Iteration.Step.TEMPERATURE_SCAN: 0.1,
     Iteration.Step.POLICY: 0.5,
     Iteration.Step.EVALUATE: 0.1,
 }
 # Plots each run writes into its checkpoint directory, served under "<run field>_<file name>".
+REWARD_PLOTS = ("accuracy_by_strength.png", "accuracy_by_safety_label.png", "calibration.png", "loss.png")
 RUN_PLOTS = {
-    "reward_helpfulness_run": ("accuracy_by_strength.png", "calibration.png", "loss.png"),
-    "reward_safety_run": ("accuracy_by_strength.png", "calibration.png", "loss.png"),
+    "reward_helpfulness_run": REWARD_PLOTS,
+    "reward_safety_run": REWARD_PLOTS,
     "rejection_sampling_run": ("rejection_sampling.png",),
     "ppo_run": ("ppo_curves.png",),
 }
@@ -40,9 +47,10 @@ def _iterations() -> "QuerySet[Iteration]":
         "reward_safety_run__output_checkpoint",
         "rejection_sampling_run__output_checkpoint",
         "ppo_run__output_checkpoint",
+        "temperature_scan",
         "base_policy",
         "new_policy",
-    ).prefetch_related("batches")
+    ).prefetch_related("batches", "evaluation_reward_models")
 
 
 def iteration_list() -> "QuerySet[Iteration]":
@@ -59,6 +67,13 @@ def iteration_by_id(*, iteration_id: int) -> Iteration:
 
 def template_list() -> "QuerySet[BatchTemplate]":
     return BatchTemplate.objects.all()
+
+
+def template_by_id(*, template_id: int) -> BatchTemplate:
+    template = BatchTemplate.objects.filter(pk=template_id).first()
+    if template is None:
+        raise NotFound(TEMPLATE_NOT_FOUND)
+    return template
 
 
 def temperature_stratum(first: float, second: float) -> str:
@@ -146,9 +161,20 @@ def iteration_progress(*, iteration: Iteration) -> float:
     """0..1: finished steps by their weight, plus the running step's share by its runs' progress."""
     if iteration.step == Iteration.Step.DONE:
         return 1.0
-    steps = list(STEP_WEIGHTS)
+    # The scan's share counts only in an iteration that scans; the other steps' shares then make up the whole.
+    weights = {
+        step: weight
+        for step, weight in STEP_WEIGHTS.items()
+        if step != Iteration.Step.TEMPERATURE_SCAN or iteration.scan_temperatures
+    }
+    total = sum(weights.values())
+    weights = {step: weight / total for step, weight in weights.items()}
+    steps = list(weights)
     current = Iteration.Step(iteration.step)
-    done = sum(STEP_WEIGHTS[step] for step in steps[: steps.index(current)])
+    done = sum(weights[step] for step in steps[: steps.index(current)])
+    if current == Iteration.Step.TEMPERATURE_SCAN:
+        scan = iteration.temperature_scan
+        return done + weights[current] * (scan.progress if scan is not None else 0.0)
     runs = {
         Iteration.Step.REWARD_MODELS: [iteration.reward_helpfulness_run, iteration.reward_safety_run],
         Iteration.Step.POLICY: [iteration.rejection_sampling_run, iteration.ppo_run],
@@ -156,7 +182,7 @@ def iteration_progress(*, iteration: Iteration) -> float:
     started = [run for run in runs if run is not None]
     expected = len(iteration.methods) if current == Iteration.Step.POLICY else max(len(started), 1)
     inside = sum(1.0 if run.status == TrainingRun.Status.DONE else run.progress for run in started)
-    return done + STEP_WEIGHTS[current] * (inside / expected if expected else 0.0)
+    return done + weights[current] * (inside / expected if expected else 0.0)
 
 
 def iteration_plots(*, iteration: Iteration) -> dict[str, Path]:
@@ -169,6 +195,9 @@ def iteration_plots(*, iteration: Iteration) -> dict[str, Path]:
         for name in RUN_PLOTS[field]:
             if (directory / name).is_file():
                 plots[f"{field.removesuffix('_run')}_{name}"] = directory / name
+    scan = iteration.temperature_scan
+    if scan is not None and scan.output_dir and (Path(scan.output_dir) / SCAN_PLOT).is_file():
+        plots[SCAN_PLOT] = Path(scan.output_dir) / SCAN_PLOT
     return plots
 
 
@@ -191,12 +220,16 @@ def _reward_model_accuracy(run: TrainingRun | None) -> dict[str, Any] | None:
         "accuracy": evaluation.get("accuracy"),
         "by_strength": evaluation.get("by_strength"),
         "by_strength_pairs": evaluation.get("by_strength_pairs"),
+        "by_safety_label": evaluation.get("by_safety_label"),
+        "without_safety_label": evaluation.get("without_safety_label"),
     }
 
 
 def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
-    """What the iteration achieved: reward-model accuracy by strength, held-out reward of new vs previous
-    policy, the human win rate of new over previous (once a batch compared them) and the leaderboard."""
+    """What the iteration achieved: reward-model accuracy by strength and by safety label, held-out reward of new
+    vs previous policy (under the optimised reward models, and per reward model, the previous iteration's and the
+    named ones included), the human win rate of new over previous (once a batch compared them) and the
+    leaderboard."""
     evaluation = {key: value for key, value in iteration.evaluation.items() if key != "samples"}
     human = human_by_temperature = None
     if iteration.new_policy is not None:
@@ -222,3 +255,36 @@ def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
         },
         "plots": sorted(iteration_plots(iteration=iteration)),
     }
+
+
+# --- temperature scans ------------------------------------------------------------------------------
+
+
+def temperature_scan_by_id(*, scan_id: int) -> TemperatureScan:
+    scan = TemperatureScan.objects.select_related("checkpoint").filter(pk=scan_id).first()
+    if scan is None:
+        raise NotFound(SCAN_NOT_FOUND)
+    return scan
+
+
+def temperature_scans_of(*, checkpoint: Checkpoint) -> "QuerySet[TemperatureScan]":
+    """The checkpoint's scans, newest first."""
+    return TemperatureScan.objects.filter(checkpoint=checkpoint)[:LIST_LIMIT]
+
+
+def temperature_scan_latest(*, checkpoint_id: int) -> TemperatureScan | None:
+    """The checkpoint's newest finished scan: the one whose best temperature rejection sampling's "scan" takes."""
+    return TemperatureScan.objects.filter(checkpoint_id=checkpoint_id, status=TemperatureScan.Status.DONE).first()
+
+
+def temperature_scan_plot_path(*, scan: TemperatureScan) -> Path:
+    path = Path(scan.output_dir) / SCAN_PLOT if scan.output_dir else None
+    if path is None or scan.status != TemperatureScan.Status.DONE or not path.is_file():
+        raise NotFound(SCAN_PLOT_NOT_FOUND)
+    return path
+
+
+def ranked_temperatures(*, scan: TemperatureScan) -> list[float]:
+    """The scan's temperatures, best first: by the mean best reward among the most samples (N = max_samples)."""
+    curves: dict[str, list[float]] = scan.result.get("max_reward_by_n", {})
+    return [float(t) for t in sorted(curves, key=lambda t: -curves[t][-1])]

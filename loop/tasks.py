@@ -1,10 +1,12 @@
-"""The loop's tasks: reward-model and policy runs and the iteration driver on the `training` queue (GPU workers in
-production), and the weekly batch job (beat, default queue). They take ids and call services."""
+"""The loop's tasks: reward-model and policy runs, temperature scans and the iteration driver on the `training`
+queue (GPU workers in production), and the weekly batch job (beat, default queue). They take ids and call
+services."""
 
 from backend.jobs import durable_task, publish
 from loop.models import Iteration
 from loop.services.iterations import iteration_step
 from loop.services.policy_runs import policy_run_execute
+from loop.services.temperature_scans import temperature_scan_execute
 from loop.services.templates import weekly_batches_run
 from loop.services.training_runs import training_run_execute
 
@@ -23,6 +25,16 @@ def enqueue_training_run(run_id: int) -> None:
 @durable_task("training.policy_run", soft_time_limit=TRAINING_SOFT_LIMIT_SECONDS, grace=300)
 def policy_run_execute_task(run_id: int) -> str:
     return policy_run_execute(run_id=run_id).status
+
+
+@durable_task("training.temperature_scan", soft_time_limit=TRAINING_SOFT_LIMIT_SECONDS, grace=300)
+def temperature_scan_execute_task(scan_id: int) -> str:
+    """Scan a policy checkpoint's temperatures; a redelivery of a finished scan returns at once."""
+    return temperature_scan_execute(scan_id=scan_id).status
+
+
+def enqueue_temperature_scan(scan_id: int) -> None:
+    publish(temperature_scan_execute_task, scan_id)
 
 
 @durable_task("training.iteration_step", soft_time_limit=TRAINING_SOFT_LIMIT_SECONDS, grace=300)

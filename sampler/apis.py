@@ -11,12 +11,12 @@ from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsAnnotator, IsBatchAdmin
 from backend.accounts.roles import authenticated_user
-from backend.api import queued_or_ok
+from backend.api import StrictSerializer, queued_or_ok, refuse_input
 from backend.batches.annotation_apis import represent_display
 from backend.batches.models import LivePair
 from backend.batches.selectors import assignment_for_display, batch_by_id, batch_get
 from sampler.selectors import live_pair_get
-from sampler.services import batch_start_sampling, live_pair_request
+from sampler.services import batch_start_sampling, live_pair_public_error, live_pair_request
 from sampler.tasks import enqueue_chunk, enqueue_live_pair
 
 TEXT_OR_PROMPT = "Give either the prompt `text` you wrote or the id of your `prompt` (a dialogue's next turn)."
@@ -34,20 +34,25 @@ class BatchSampleApi(APIView):
 
     @extend_schema(request=None, responses={202: OutputSerializer})
     def post(self, request: Request, batch_id: int) -> Response:
+        refuse_input(request.data)
         batch = batch_by_id(batch_id=batch_id)
         queued = batch_start_sampling(batch=batch, enqueue=enqueue_chunk, actor=authenticated_user(request))
         return Response(self.OutputSerializer(queued).data, status=status.HTTP_202_ACCEPTED)
 
 
 class LivePairSerializer(serializers.Serializer):
-    """A handle to poll: `pending`, then `done` with the leased comparison, or `failed` with the reason."""
+    """A handle to poll: `pending`, then `done` with the leased comparison, or `failed` with a reason for its
+    author (never the engine's error, which names checkpoints: staff read that on the batch's detail)."""
 
     id = serializers.IntegerField()
     status = serializers.CharField()
     prompt = serializers.IntegerField(source="prompt_id")
-    error = serializers.CharField()
+    error = serializers.SerializerMethodField()
     poll_url = serializers.SerializerMethodField()
     assignment = serializers.SerializerMethodField()
+
+    def get_error(self, live_pair: LivePair) -> str:
+        return live_pair_public_error(live_pair)
 
     def get_poll_url(self, live_pair: LivePair) -> str:
         return reverse("live-pair-detail", kwargs={"live_pair_id": live_pair.pk})
@@ -64,7 +69,7 @@ class LivePairCreateApi(APIView):
     permission_classes = [IsAnnotator]
 
     @extend_schema_serializer(component_name="LivePairRequestInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         text = serializers.CharField(required=False, default="", allow_blank=True, max_length=20_000)
         prompt = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
         client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)

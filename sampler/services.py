@@ -16,8 +16,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from backend.audit.services import audit_record
-from backend.batches.models import Batch, Comparison, Focus, LivePair, Prompt, PromptSource
-from backend.batches.services.annotations import assignment_lease_comparison
+from backend.batches.models import Assignment, Batch, Comparison, Focus, LivePair, Prompt, PromptSource
+from backend.batches.services.annotations import annotator_done_count, assignment_lease_comparison
 from backend.batches.services.prompts import prompt_create
 from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +32,13 @@ POOL_EMPTY = "The prompt pool has no unused {focus} prompts for this batch; impo
 LIVE_NOT_ALLOWED = "This batch does not take annotator-written prompts."
 LIVE_BATCH_NOT_OPEN = "This batch is not open for annotation."
 PROMPT_NOT_YOURS = "No such prompt of yours."
+LIVE_QUOTA_REACHED = (
+    "You have reached this batch's limit of {quota} judgements per annotator (pairs you have been given but not "
+    "judged yet count too), so no new pair can be sampled for you."
+)
+# What an annotator is told of a failed live pair: the engine's error names checkpoints and paths, which
+# annotators must never see (staff read it on the batch and in the admin).
+LIVE_PAIR_FAILED = "The pair could not be sampled; try again or write another prompt."
 SELECTION_CHECKPOINT_MISSING = "Uncertainty selection needs a reward-model checkpoint (selection_checkpoint)."
 CHUNK_SIZE = 16
 
@@ -158,23 +165,27 @@ def live_pair_request(
         raise Conflict(LIVE_NOT_ALLOWED)
     if batch.status != Batch.Status.OPEN:
         raise Conflict(LIVE_BATCH_NOT_OPEN)
-    if prompt_id is not None:
-        prompt = Prompt.objects.filter(pk=prompt_id, author=annotator).first()
-        if prompt is None:
-            raise NotFound(PROMPT_NOT_YOURS)
-    else:
-        prompt, _ = prompt_create(
-            text=text,
-            author=annotator,
-            source=PromptSource.ANNOTATOR,
-            is_safety=batch.focus == Focus.SAFETY,
-            client_key=client_key,
-        )
-    existing = LivePair.objects.filter(batch=batch, prompt=prompt).first()
-    if existing is not None:
-        return existing, False
     try:
         with transaction.atomic():
+            # The annotator's row lock orders their own requests, so two at once cannot both pass the quota.
+            User.objects.select_for_update().only("pk").get(pk=annotator.pk)
+            if prompt_id is not None:
+                prompt = Prompt.objects.filter(pk=prompt_id, author=annotator).first()
+                if prompt is None:
+                    raise NotFound(PROMPT_NOT_YOURS)
+            else:
+                prompt, _ = prompt_create(
+                    text=text,
+                    author=annotator,
+                    source=PromptSource.ANNOTATOR,
+                    is_safety=batch.focus == Focus.SAFETY,
+                    client_key=client_key,
+                )
+            existing = LivePair.objects.filter(batch=batch, prompt=prompt).first()
+            if existing is not None:
+                return existing, False  # a retried request: the same pair, whatever the quota says now
+            # Refused before anything is stored: a new prompt written here is rolled back with the refusal.
+            _check_live_quota(batch, annotator, counting_pending=True)
             live_pair = LivePair.objects.create(batch=batch, prompt=prompt, requested_by=annotator)
             transaction.on_commit(partial(enqueue, live_pair.pk))
     except IntegrityError:
@@ -182,18 +193,57 @@ def live_pair_request(
     return live_pair, True
 
 
+def _check_live_quota(batch: Batch, annotator: User, *, counting_pending: bool) -> None:
+    """Refuse a new live pair to an annotator whose judgements, with the pairs they hold, reach the quota.
+
+    The quota counts judgements (as `assignment_lease_next` does); a live pair is leased straight to its
+    author, so the leases they hold and (at request time) their pairs still being sampled count too.
+    """
+    if batch.annotator_quota is None:
+        return
+    now = timezone.now()
+    held = Assignment.objects.filter(
+        annotator=annotator, comparison__batch=batch, status=Assignment.Status.LEASED, expires_at__gt=now
+    ).count()
+    pending = (
+        LivePair.objects.filter(batch=batch, requested_by=annotator, status=LivePair.Status.PENDING).count()
+        if counting_pending
+        else 0
+    )
+    if annotator_done_count(batch=batch, annotator=annotator) + held + pending >= batch.annotator_quota:
+        raise Conflict(LIVE_QUOTA_REACHED.format(quota=batch.annotator_quota))
+
+
+def live_pair_public_error(live_pair: LivePair) -> str:
+    """The reason a failed live pair's author is given: the quota's message, or a generic one (never the
+    engine's error, which names checkpoints and paths)."""
+    if live_pair.status != LivePair.Status.FAILED:
+        return ""
+    quota = live_pair.batch.annotator_quota
+    if quota is not None and live_pair.error == LIVE_QUOTA_REACHED.format(quota=quota):
+        return live_pair.error
+    return LIVE_PAIR_FAILED
+
+
 def live_pair_sample(*, live_pair_id: int) -> LivePair:
-    """Sample the pair and lease it to the annotator who asked; a failure is recorded, not raised."""
+    """Sample the pair and lease it to the annotator who asked; a failure is recorded, not raised.
+
+    An annotator who reached the batch's quota meanwhile gets no pair: nothing is sampled.
+    """
     live_pair = LivePair.objects.select_related("batch", "prompt", "requested_by").get(pk=live_pair_id)
     if live_pair.status != LivePair.Status.PENDING:
         return live_pair
-    engine_name, engine = sampler_engine()
     try:
+        # The quota again, now: judgements given since the request may have reached it.
+        _check_live_quota(live_pair.batch, live_pair.requested_by, counting_pending=False)
+        engine_name, engine = sampler_engine()
         (comparison,) = batch_sample_prompts(
             batch=live_pair.batch, prompts=[live_pair.prompt], engine=engine, engine_name=engine_name
         )
-    except (EngineError, ValueError) as error:
-        live_pair.status, live_pair.error = LivePair.Status.FAILED, str(error)
+    except (Conflict, EngineError, ValueError) as error:
+        # Kept whole for staff (the batch's detail, the admin); its author is told live_pair_public_error.
+        message = error.message if isinstance(error, Conflict) else str(error)
+        live_pair.status, live_pair.error = LivePair.Status.FAILED, message
     else:
         live_pair.comparison = comparison
         live_pair.assignment = assignment_lease_comparison(comparison=comparison, annotator=live_pair.requested_by)

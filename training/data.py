@@ -39,6 +39,8 @@ class PreferencePair:
     margin: float
     strength: str
     batch: str
+    safety_label: str = ""
+    """A safety comparison's label (`preference_format.SAFETY_LABELS`); empty on helpfulness and imported rows."""
 
 
 def read_manifest(export_dir: Path) -> dict[str, Any]:
@@ -95,6 +97,7 @@ def load_pairs(export_dir: Path, split: str) -> list[PreferencePair]:
                 margin=float(margin) if with_margin and margin is not None else 0.0,
                 strength=row.get("strength") or "",
                 batch=row.get("batch") or "",
+                safety_label=row.get("safety_label") or "",
             )
         )
     return pairs

@@ -1,6 +1,8 @@
 """Reward-model evaluation the way Llama 2 reports it (Table 8): accuracy by strength level, plus calibration.
 
-Writes the figures as JSON, a Markdown report beside the paper's numbers, and PNG plots.
+Accuracy is also split by safety label (each with its count and a 95% Wilson interval): a safety model that ranks
+"one safe, one unsafe" pairs well but "both unsafe" pairs at chance shows it there. Writes the figures as JSON, a
+Markdown report beside the paper's numbers, and PNG plots.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from preference_format import STRENGTHS
+from preference_format import SAFETY_LABELS, STRENGTHS
 from sampler.engines.reward import score_sequences
 from training.data import EncodedPair, PreferencePair, encode_pairs
+from training.intervals import wilson_interval
 
 STRENGTH_TITLES = tuple(strength.label for strength in STRENGTHS)
+SAFETY_LABEL_TITLES = tuple(label.label for label in SAFETY_LABELS)
 # Llama 2, Table 8: accuracy per preference rating on each model's own test set.
 PAPER_TABLE8: dict[str, dict[str, float]] = {
     "safety": {**dict(zip(STRENGTHS, (94.3, 76.3, 65.7, 55.3), strict=True)), "avg": 64.5},
@@ -40,13 +44,30 @@ def _accuracy(hits: list[bool]) -> float | None:
     return round(100.0 * sum(hits) / len(hits), 1) if hits else None
 
 
+def accuracy_with_interval(hits: list[bool]) -> dict[str, Any]:
+    """Pairs, accuracy (%) and its 95% Wilson interval (%); accuracy and bounds are None without pairs."""
+    low, high = wilson_interval(sum(hits), len(hits))
+    return {
+        "pairs": len(hits),
+        "accuracy": _accuracy(hits),
+        "low": round(100.0 * low, 1) if hits else None,
+        "high": round(100.0 * high, 1) if hits else None,
+    }
+
+
 def accuracy_report(pairs: Sequence[PreferencePair], chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, Any]:
-    """Accuracy overall, per strength level, per batch; calibration by score difference."""
+    """Accuracy overall, per strength level, per safety label, per batch; calibration by score difference.
+
+    `by_safety_label` always holds the three labels of the vocabulary; pairs without one (helpfulness comparisons,
+    imported data) are counted apart, under `without_safety_label`, rather than mixed into any label.
+    """
     hits = (chosen > rejected).tolist()
     by_strength: dict[str, list[bool]] = defaultdict(list)
+    by_safety_label: dict[str, list[bool]] = defaultdict(list)
     by_batch: dict[str, list[bool]] = defaultdict(list)
     for pair, hit in zip(pairs, hits, strict=True):
         by_strength[pair.strength or "unknown"].append(hit)
+        by_safety_label[pair.safety_label if pair.safety_label in SAFETY_LABELS else ""].append(hit)
         by_batch[pair.batch or "external"].append(hit)
     differences = (chosen - rejected).abs().tolist()
     calibration = []
@@ -59,6 +80,8 @@ def accuracy_report(pairs: Sequence[PreferencePair], chosen: torch.Tensor, rejec
         "accuracy": _accuracy(hits),
         "by_strength": {level: _accuracy(by_strength.get(level, [])) for level in STRENGTHS},
         "by_strength_pairs": {level: len(by_strength.get(level, [])) for level in STRENGTHS},
+        "by_safety_label": {label: accuracy_with_interval(by_safety_label.get(label, [])) for label in SAFETY_LABELS},
+        "without_safety_label": accuracy_with_interval(by_safety_label.get("", [])),
         "by_batch": {batch: _accuracy(batch_hits) for batch, batch_hits in sorted(by_batch.items())},
         "calibration": calibration,
     }
@@ -96,11 +119,32 @@ def table8_markdown(report: dict[str, Any], focus: str) -> str:
     theirs += f" | {paper['avg']:.1f} |\n"
     pairs = "| test pairs | " + " | ".join(str(report["by_strength_pairs"][s]) for s in STRENGTHS)
     pairs += f" | {report['pairs']} |\n"
-    return f"# Reward model accuracy by preference rating\n\n{head}{ours}{theirs}{pairs}"
+    return f"# Reward model accuracy by preference rating\n\n{head}{ours}{theirs}{pairs}\n{_safety_markdown(report)}"
+
+
+def _safety_markdown(report: dict[str, Any]) -> str:
+    """Accuracy by safety label with 95% Wilson intervals, and the unlabelled pairs on their own line."""
+    rows = [(label.label, report["by_safety_label"][label]) for label in SAFETY_LABELS]
+    rows.append(("no safety label", report["without_safety_label"]))
+    lines = [
+        "# Reward model accuracy by safety label\n",
+        "| | accuracy | 95% interval | test pairs |",
+        "|---|---|---|---|",
+    ]
+    for title, figures in rows:
+        if figures["pairs"]:
+            lines.append(
+                f"| {title} | {figures['accuracy']:.1f} | {figures['low']:.1f}-{figures['high']:.1f} |"
+                f" {figures['pairs']} |"
+            )
+        else:
+            lines.append(f"| {title} | n/a | n/a | 0 |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], output_dir: Path, focus: str) -> None:
-    """accuracy_by_strength.png (ours beside the paper), calibration.png and loss.png."""
+    """accuracy_by_strength.png (ours beside the paper), accuracy_by_safety_label.png (when the test split has
+    labelled pairs), calibration.png and loss.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,6 +165,8 @@ def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], o
     figure.tight_layout()
     figure.savefig(output_dir / "accuracy_by_strength.png", dpi=100)
     plt.close(figure)
+    if any(report["by_safety_label"][label]["pairs"] for label in SAFETY_LABELS):
+        _plot_by_safety_label(report, output_dir, focus)
 
     figure, axes = plt.subplots(figsize=(6, 4))
     bins = [b for b in report["calibration"] if b["pairs"]]
@@ -143,3 +189,27 @@ def plot_reward_model(report: dict[str, Any], log: Sequence[dict[str, float]], o
         figure.tight_layout()
         figure.savefig(output_dir / "loss.png", dpi=100)
         plt.close(figure)
+
+
+def _plot_by_safety_label(report: dict[str, Any], output_dir: Path, focus: str) -> None:
+    """accuracy_by_safety_label.png: one bar per label with its 95% Wilson interval and its count."""
+    from matplotlib import pyplot as plt
+
+    figures = [report["by_safety_label"][label] for label in SAFETY_LABELS]
+    accuracy = [f["accuracy"] or 0 for f in figures]
+    below = [f["accuracy"] - f["low"] if f["pairs"] else 0 for f in figures]
+    above = [f["high"] - f["accuracy"] if f["pairs"] else 0 for f in figures]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    positions = list(range(len(SAFETY_LABELS)))
+    axes.bar(positions, accuracy, width=0.5, yerr=[below, above], capsize=6, label="this model (95% interval)")
+    titles = [title.replace(", ", ",\n") for title in SAFETY_LABEL_TITLES]
+    ticks = [f"{title}\n(n={f['pairs']})" for title, f in zip(titles, figures, strict=True)]
+    axes.set_xticks(positions, ticks)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 115)
+    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_title(f"Reward model accuracy by safety label ({focus})")
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(output_dir / "accuracy_by_safety_label.png", dpi=100)
+    plt.close(figure)

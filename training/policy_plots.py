@@ -44,8 +44,11 @@ def plot_ppo_curves(log: Sequence[dict[str, float]], evaluations: Sequence[dict[
     return path
 
 
-def plot_rejection_sampling(samples: Sequence[BestSample], log: Sequence[dict[str, float]], path: Path) -> Path:
-    """Scores of all samples against the kept ones, and the SFT loss."""
+def plot_rejection_sampling(
+    samples: Sequence[BestSample], log: Sequence[dict[str, float]], path: Path, *, from_earlier: int = 0
+) -> Path:
+    """Scores of all samples against the kept ones, and the SFT loss (`from_earlier`: how many of the fine-tuning
+    examples came from earlier iterations' samples)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +67,7 @@ def plot_rejection_sampling(samples: Sequence[BestSample], log: Sequence[dict[st
     loss.plot([entry["step"] for entry in log], [entry["sft/loss"] for entry in log])
     loss.set_xlabel("step")
     loss.set_ylabel("loss on response tokens")
-    loss.set_title("Fine-tuning on the best samples")
+    loss.set_title(f"Fine-tuning on the best samples ({from_earlier} from earlier iterations)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -20,6 +21,14 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_policy_arguments(p, policy_help="Policy directory to sample from and fine-tune.")
+    p.add_argument(
+        "--earlier-samples",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="Earlier iterations' best_samples.jsonl: their samples for the same prompts join the pool.",
+    )
     add_config_arguments(p, RejectionSamplingConfig)
     return p
 
@@ -34,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             bar.set_postfix(loss=f"{entry['sft/loss']:.4f}")
 
         metrics = train_rejection_sampling(config, progress=progress)
-    print(json.dumps({key: metrics[key] for key in ("prompts", "mean_best_score", "mean_sample_score")}))
+    shown = ("prompts", "mean_best_score", "mean_sample_score", "from_earlier_iterations")
+    print(json.dumps({key: metrics[key] for key in shown}))
     return metrics
 
 

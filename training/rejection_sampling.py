@@ -2,10 +2,15 @@
 
 K responses per train prompt are sampled from the policy and scored with the same piecewise R_c as
 PPO; the best of each prompt (a complete response, ending in EOS, before a truncated one) is kept and
-written to `best_samples.jsonl`; the policy is then fine-tuned on those with the loss on response
-tokens only. The output directory is a Hugging Face policy directory, so PPO can start from it (the
-paper's combination: rejection sampling first, then PPO). Sampling is done once and kept in the work
-directory; the fine-tuning writes a resumable checkpoint every `checkpoint_every` steps.
+written to `best_samples.jsonl`. Earlier iterations' kept samples (their `best_samples.jsonl`, given as
+`earlier_samples`) join the pool, as Llama 2 does against forgetting ("we incorporate top-performing
+samples from all prior iterations"): those for the same prompts are scored again under this run's reward
+models, and each prompt keeps the best of its own sample and theirs, by the same rule. The fine-tuning
+data is written to `training_samples.jsonl` (each line says where it came from), and the policy is
+fine-tuned on it with the loss on response tokens only. The output directory is a Hugging Face policy
+directory, so PPO can start from it (the paper's combination: rejection sampling first, then PPO).
+Sampling and pooling are done once and kept in the work directory; the fine-tuning writes a resumable
+checkpoint every `checkpoint_every` steps.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from training.schedule import cosine_with_warmup, warmup_steps
 from training.scoring import PiecewiseScorer, Scorer
 
 SAMPLES_FILE = "best_samples.jsonl"
+TRAINING_FILE = "training_samples.jsonl"
+THIS_RUN = ""
+"""The `source` of a training sample that this run drew (the others name the earlier file they came from)."""
 IGNORE_INDEX = -100
 """The label of a token the loss skips (prompt and padding)."""
 
@@ -77,6 +85,13 @@ class RejectionSamplingConfig:
     """Compute in bf16 under autocast, weights kept in fp32 (default: on GPU only)."""
     stop_after_steps: int | None = None
     """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
+    earlier_samples: list[Path] = field(default_factory=list)
+    """Earlier iterations' `best_samples.jsonl` files, whose samples for the same prompts join the pool."""
+    include_earlier_samples: bool = field(
+        default=True,
+        metadata=option("Pool the best samples of earlier iterations (Llama 2).", flag="--no-earlier-samples"),
+    )
+    """Off: fine-tune on this run's best of K alone, whatever `earlier_samples` holds."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,6 +107,22 @@ class BestSample:
     """R_c of all K samples of the prompt."""
     complete: list[bool]
     """Whether each of the K samples ended with EOS."""
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """One fine-tuning example: the best reply to a prompt across this run's samples and earlier iterations'."""
+
+    prompt: list[dict[str, str]]
+    is_safety: bool
+    reply: str
+    score: float
+    """R_c under this run's reward models (an earlier sample is scored again)."""
+    ended: bool
+    source: str
+    """THIS_RUN, or the earlier `best_samples.jsonl` it came from."""
+    kept_score: float
+    """Its score when it was kept: under this run's reward models for its own samples, else the earlier run's."""
 
 
 def best_of(replies: Sequence[str], scores: Sequence[float], ended: Sequence[bool]) -> int:
@@ -129,7 +160,44 @@ def sample_best(
     return best
 
 
-def encode_example(policy: Policy, sample: BestSample, max_length: int) -> tuple[list[int], int]:
+def prompt_key(prompt: Sequence[dict[str, str]]) -> str:
+    """A prompt's identity across prompts files: its messages as canonical JSON."""
+    return json.dumps(list(prompt), sort_keys=True, ensure_ascii=False)
+
+
+def pool_with_earlier(
+    samples: Sequence[BestSample], earlier: Sequence[Path], scorer: Scorer | None
+) -> list[TrainingSample]:
+    """Per prompt, the best of this run's sample and the earlier files' samples for the same prompt (all scored
+    with `scorer`, this run's R_c; needed only when an earlier file holds one of the prompts)."""
+    index = {prompt_key(sample.prompt): i for i, sample in enumerate(samples)}
+    pools = [[TrainingSample(s.prompt, s.is_safety, s.reply, s.score, s.ended, THIS_RUN, s.score)] for s in samples]
+    found: list[tuple[int, dict[str, Any], str]] = []
+    for path in earlier:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            position = index.get(prompt_key(row["prompt"]))
+            if position is not None:
+                found.append((position, row, str(path)))
+    if found:
+        if scorer is None:
+            raise ValueError("scoring earlier samples needs a scorer")
+        scores = scorer.probability(
+            [samples[i].prompt for i, _, _ in found],
+            [row["reply"] for _, row, _ in found],
+            [samples[i].is_safety for i, _, _ in found],
+        )
+        for (position, row, source), score in zip(found, scores, strict=True):
+            mine = samples[position]
+            pools[position].append(
+                TrainingSample(
+                    mine.prompt, mine.is_safety, row["reply"], score, bool(row["ended"]), source, row["score"]
+                )
+            )
+    return [pool[best_of([p.reply for p in pool], [p.score for p in pool], [p.ended for p in pool])] for pool in pools]
+
+
+def encode_example(policy: Policy, sample: BestSample | TrainingSample, max_length: int) -> tuple[list[int], int]:
     """Token ids of (prompt in the chat template, reply, EOS if it had one) and the prompt's length."""
     prompt = encode_prompts(policy, [sample.prompt])[0]
     reply = policy.tokenizer(sample.reply, add_special_tokens=False)["input_ids"]
@@ -171,9 +239,11 @@ def train_rejection_sampling(
     torch.manual_seed(config.seed)
     policy = load_policy(config.policy, device=device, dtype=torch.float32)  # fp32 weights, bf16 compute
     files = RunFiles(config.output_dir)
-    samples = _best_samples(config, policy, scorer, files, device, dtype)
+    scorers = _LazyScorer(config, scorer, device)
+    samples = _best_samples(config, policy, scorers, files, device, dtype)
+    training = _training_samples(config, samples, scorers, files)
 
-    examples = [encode_example(policy, sample, config.max_length) for sample in samples]
+    examples = [encode_example(policy, sample, config.max_length) for sample in training]
     order = bucketed_order([len(ids) for ids, _ in examples], config.micro_batch_size, config.seed)
     per_epoch = math.ceil(len(examples) / config.batch_size)
     total = per_epoch * config.epochs
@@ -220,31 +290,81 @@ def train_rejection_sampling(
         if stopping:
             return {"stopped_at_step": step, "total_steps": total}
 
-    metrics = _metrics(config, samples, total, log)
-    files.finish(partial(_write_policy, policy, samples, metrics, files.work / SAMPLES_FILE))
+    metrics = _metrics(config, samples, training, total, log)
+    files.finish(partial(_write_policy, policy, samples, metrics, files.work))
     return metrics
 
 
 def _metrics(
-    config: RejectionSamplingConfig, samples: Sequence[BestSample], total: int, log: list[dict[str, float]]
+    config: RejectionSamplingConfig,
+    samples: Sequence[BestSample],
+    training: Sequence[TrainingSample],
+    total: int,
+    log: list[dict[str, float]],
 ) -> dict[str, Any]:
     all_scores = [score for sample in samples for score in sample.scores]
+    earlier = [sample.source for sample in training if sample.source != THIS_RUN]
     return {
         "config": config_record(config),
         "prompts": len(samples),
         "samples_per_prompt": config.samples_per_prompt,
+        "temperature": config.temperature,
         "mean_best_score": sum(sample.score for sample in samples) / len(samples),
         "mean_sample_score": sum(all_scores) / len(all_scores),
         "best_complete_rate": sum(sample.ended for sample in samples) / len(samples),
+        "mean_training_score": sum(sample.score for sample in training) / len(training),
+        "earlier_samples": {
+            "included": config.include_earlier_samples,
+            "files": [str(path) for path in config.earlier_samples] if config.include_earlier_samples else [],
+            "scored_with": "this run's reward models",
+        },
+        "from_earlier_iterations": len(earlier),
+        "from_earlier_iterations_by_file": {source: earlier.count(source) for source in sorted(set(earlier))},
         "total_steps": total,
         "log": log,
     }
 
 
+class _LazyScorer:
+    """The run's R_c, loaded the first time something needs scoring (a resumed run may need none)."""
+
+    def __init__(self, config: RejectionSamplingConfig, given: Scorer | None, device: torch.device) -> None:
+        self.config, self.loaded, self.device = config, given, device
+
+    def get(self) -> Scorer:
+        if self.loaded is None:
+            self.loaded = PiecewiseScorer(
+                self.config.reward_helpfulness, self.config.reward_safety, device=str(self.device)
+            )
+        return self.loaded
+
+
+def _write_lines(path: Path, rows: Sequence[Any]) -> None:
+    """Dataclass rows as JSONL, written beside and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = path.with_name(path.name + ".tmp")
+    written.write_text("".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    written.rename(path)
+
+
+def _training_samples(
+    config: RejectionSamplingConfig, samples: list[BestSample], scorers: _LazyScorer, files: RunFiles
+) -> list[TrainingSample]:
+    """The fine-tuning data: this run's best samples pooled with earlier iterations' (unless switched off),
+    made once and kept in the work directory."""
+    path = files.work / TRAINING_FILE
+    if path.exists():
+        return [TrainingSample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+    earlier = config.earlier_samples if config.include_earlier_samples else []
+    training = pool_with_earlier(samples, earlier, scorers.get() if earlier else None)
+    _write_lines(path, training)
+    return training
+
+
 def _best_samples(
     config: RejectionSamplingConfig,
     policy: Policy,
-    scorer: Scorer | None,
+    scorers: _LazyScorer,
     files: RunFiles,
     device: torch.device,
     dtype: torch.dtype,
@@ -252,17 +372,14 @@ def _best_samples(
     """The best sample of each train prompt: drawn and scored once, then kept in the work directory."""
     samples_path = files.work / SAMPLES_FILE
     if samples_path.exists():
-        return [BestSample(**json.loads(line)) for line in samples_path.read_text().splitlines()]
+        return [BestSample(**json.loads(line)) for line in samples_path.read_text(encoding="utf-8").splitlines()]
     rows = load_prompts(config.prompts, "train")
     if not rows:
         raise ValueError(f"{config.prompts} has no train prompts")
-    scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
+    scorer = scorers.get()
     with mixed_precision(device, dtype):
         samples = sample_best(policy, scorer, rows, config)
-    files.work.mkdir(parents=True, exist_ok=True)
-    written = samples_path.with_name(SAMPLES_FILE + ".tmp")
-    written.write_text("".join(json.dumps(asdict(sample)) + "\n" for sample in samples))
-    written.rename(samples_path)
+    _write_lines(samples_path, samples)
     return samples
 
 
@@ -282,10 +399,13 @@ def _accumulate(
 
 
 def _write_policy(
-    policy: Policy, samples: list[BestSample], metrics: dict[str, Any], samples_file: Path, directory: Path
+    policy: Policy, samples: list[BestSample], metrics: dict[str, Any], work: Path, directory: Path
 ) -> None:
-    """The policy directory with best_samples.jsonl, metrics.json and the plot."""
+    """The policy directory with best_samples.jsonl, training_samples.jsonl, metrics.json and the plot."""
     save_policy(policy, directory)
-    shutil.copyfile(samples_file, directory / SAMPLES_FILE)
+    for name in (SAMPLES_FILE, TRAINING_FILE):
+        shutil.copyfile(work / name, directory / name)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_rejection_sampling(samples, metrics["log"], directory / "rejection_sampling.png")
+    plot_rejection_sampling(
+        samples, metrics["log"], directory / "rejection_sampling.png", from_earlier=metrics["from_earlier_iterations"]
+    )

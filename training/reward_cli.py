@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
 
         metrics = train_reward_model(config, progress=progress)
     if main_process and "eval" in metrics:
-        print(json.dumps({"accuracy": metrics["eval"]["accuracy"], "by_strength": metrics["eval"]["by_strength"]}))
+        keys = ("accuracy", "by_strength", "by_safety_label", "without_safety_label")
+        print(json.dumps({key: metrics["eval"][key] for key in keys}))
     return metrics
 
 

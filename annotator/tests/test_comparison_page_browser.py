@@ -200,6 +200,34 @@ def test_write_a_prompt_judge_it_and_continue_the_dialogue(page, live_server, si
     assert Annotation.objects.filter(annotator=ann).count() == 2
 
 
+def test_at_the_quota_the_page_says_why_and_a_failed_pair_gives_a_plain_reason(
+    page, live_server, sign_in, ann, writing_batch
+):
+    Batch.objects.filter(pk=writing_batch.pk).update(annotator_quota=1)
+    sign_in(page, "ann")
+    open_batch(page, live_server, writing_batch)
+    page.fill("#writer-text", "Name a river.")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#comparison:not([hidden])")
+    page.keyboard.press("a")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#after:not([hidden])")
+    page.fill("#continue-text", "And a longer one?")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#empty:not([hidden])")
+    assert "limit of 1 judgements" in page.inner_text("#status")
+
+    Batch.objects.filter(pk=writing_batch.pk).update(annotator_quota=None)
+    gone = checkpoint_register(name="tiny-gone", path="/nowhere/tiny-gone")[0]
+    writing_batch.checkpoints.set([writing_batch.checkpoints.first(), gone])
+    open_batch(page, live_server, writing_batch)
+    page.fill("#writer-text", "Name a lake.")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('could not be sampled')")
+    assert "/nowhere" not in page.content() and not page.is_hidden("#writer")
+
+
 def test_the_page_works_at_tablet_width(page, live_server, sign_in, ann, screenshot):
     batch = make_batch(comparisons=1)
     page.set_viewport_size({"width": 600, "height": 960})

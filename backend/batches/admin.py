@@ -16,6 +16,7 @@ from backend.batches.models import (
     Dialogue,
     GoldComparison,
     GoldReview,
+    LivePair,
     Prompt,
     Turn,
 )
@@ -110,6 +111,29 @@ class AssignmentAdmin(admin.ModelAdmin):
     list_display = ["id", "comparison", "annotator", "status", "swap", "leased_at", "expires_at"]
     list_filter = ["status"]
     raw_id_fields = ["comparison", "annotator"]
+
+
+@admin.register(LivePair)
+class LivePairAdmin(admin.ModelAdmin):
+    """Pairs sampled for annotators' own prompts. A failure's error is shown here whole (checkpoint, path,
+    reason); its author was told only a generic reason."""
+
+    list_display = ["id", "batch", "requested_by", "status", "short_error", "created_at", "finished_at"]
+    list_filter = ["status", "batch"]
+    search_fields = ["error"]
+    raw_id_fields = ["batch", "prompt", "requested_by", "comparison", "assignment"]
+    readonly_fields = ["status", "error", "comparison", "assignment", "created_at", "finished_at"]
+
+    @admin.display(description="error")
+    def short_error(self, live_pair: LivePair) -> str:
+        return live_pair.error[:200]
+
+    # The sampler's record: annotators ask for live pairs, admins may look, not make or rewrite them.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LivePair | None = None) -> bool:
+        return False
 
 
 @admin.register(Annotation)

@@ -18,7 +18,14 @@ from backend.accounts.permissions import (
     IsAnyRole,
 )
 from backend.accounts.roles import Role, authenticated_user, user_has_role
-from backend.api import created_or_ok, paginated, shared_representation, shared_validation
+from backend.api import (
+    StrictSerializer,
+    created_or_ok,
+    paginated,
+    refuse_input,
+    shared_representation,
+    shared_validation,
+)
 from backend.batches.models import Side, SkipReason
 from backend.batches.selectors import (
     annotation_list,
@@ -70,6 +77,7 @@ class AssignmentNextApi(APIView):
         responses={200: AssignmentDisplaySerializer, 204: OpenApiResponse(description="Nothing left for you.")},
     )
     def post(self, request: Request, batch_id: int) -> Response:
+        refuse_input(request.data)
         batch = batch_get(batch_id=batch_id, user=authenticated_user(request))
         assignment = assignment_lease_next(batch=batch, annotator=authenticated_user(request))
         if assignment is None:
@@ -114,7 +122,7 @@ class AnnotationStaffSerializer(AnnotationOutputSerializer):
 
 # What a submit and a skip both carry: a comment, the time on task and the key that makes a retry safe. (A comment,
 # not a docstring: drf-spectacular would show a docstring as each input's description.)
-class _RecordInputSerializer(serializers.Serializer):
+class _RecordInputSerializer(StrictSerializer):
     comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=5_000)
     time_spent_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
     idempotency_key = serializers.CharField(max_length=64)

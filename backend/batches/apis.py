@@ -5,6 +5,7 @@ from typing import Any
 
 from drf_spectacular.utils import (
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers
@@ -19,7 +20,7 @@ from backend.accounts.permissions import (
     IsStaffRole,
 )
 from backend.accounts.roles import Role, authenticated_user, user_has_role
-from backend.api import created_or_ok, paginated
+from backend.api import StrictSerializer, created_or_ok, paginated, refuse_input
 from backend.batches.models import (
     Batch,
     Focus,
@@ -29,6 +30,7 @@ from backend.batches.selectors import (
     batch_comparisons,
     batch_get,
     batch_list,
+    batch_live_pairs,
     batch_progress,
     prompt_by_id,
 )
@@ -48,6 +50,21 @@ class BatchProgressSerializer(serializers.Serializer):
     live_leases = serializers.IntegerField()
     target_annotations = serializers.IntegerField()
     fraction_done = serializers.FloatField()
+
+
+class LivePairFailureSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    prompt = serializers.IntegerField()
+    requested_by = serializers.IntegerField()
+    error = serializers.CharField(help_text="The engine's error, whole (its author was told a generic reason).")
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class BatchLivePairsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    recent_failures = LivePairFailureSerializer(many=True)
 
 
 class BatchAnnotatorSerializer(serializers.ModelSerializer):
@@ -112,7 +129,7 @@ class BatchListCreateApi(APIView):
     """GET: batches you may see (annotators: open ones). POST: create a draft batch (admins)."""
 
     @extend_schema_serializer(component_name="BatchCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         focus = serializers.ChoiceField(choices=Focus.choices, default=Focus.HELPFULNESS)
         iso_week = serializers.CharField(max_length=8, required=False, default="", allow_blank=True)
@@ -169,13 +186,18 @@ class BatchDetailApi(APIView):
     @extend_schema_serializer(component_name="BatchDetail")
     class OutputSerializer(BatchStaffSerializer):
         progress = serializers.SerializerMethodField()
+        live_pairs = serializers.SerializerMethodField()
 
         class Meta(BatchStaffSerializer.Meta):
-            fields = [*BatchStaffSerializer.Meta.fields, "progress"]
+            fields = [*BatchStaffSerializer.Meta.fields, "progress", "live_pairs"]
 
         def get_progress(self, batch: Batch) -> dict[str, Any]:
             progress = batch_progress(batch=batch)
             return dict(BatchProgressSerializer(progress).data)
+
+        @extend_schema_field(BatchLivePairsSerializer)
+        def get_live_pairs(self, batch: Batch) -> dict[str, Any]:
+            return dict(BatchLivePairsSerializer(batch_live_pairs(batch=batch)).data)
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, batch_id: int) -> Response:
@@ -193,6 +215,7 @@ class BatchOpenApi(APIView):
 
     @extend_schema(request=None, responses=BatchStaffSerializer)
     def post(self, request: Request, batch_id: int) -> Response:
+        refuse_input(request.data)
         batch = batch_open(batch=batch_by_id(batch_id=batch_id), actor=authenticated_user(request))
         return Response(BatchStaffSerializer(batch).data)
 
@@ -202,6 +225,7 @@ class BatchCloseApi(APIView):
 
     @extend_schema(request=None, responses=BatchStaffSerializer)
     def post(self, request: Request, batch_id: int) -> Response:
+        refuse_input(request.data)
         batch = batch_close(batch=batch_by_id(batch_id=batch_id), actor=authenticated_user(request))
         return Response(BatchStaffSerializer(batch).data)
 
@@ -236,7 +260,7 @@ class ComparisonStaffSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ResponseInputSerializer(serializers.Serializer):
+class ResponseInputSerializer(StrictSerializer):
     checkpoint = serializers.PrimaryKeyRelatedField(queryset=Checkpoint.objects.all())
     text = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=100_000)
     temperature = serializers.FloatField(min_value=0, max_value=2)
@@ -254,7 +278,7 @@ class BatchComparisonListCreateApi(APIView):
     """GET: the batch's comparisons with full provenance (staff). POST: add a pair (admins)."""
 
     @extend_schema_serializer(component_name="ComparisonCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         prompt = serializers.IntegerField(min_value=1)
         first_response = ResponseInputSerializer()
         second_response = ResponseInputSerializer()

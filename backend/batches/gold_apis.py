@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from backend.accounts.permissions import IsBatchAdmin
 from backend.accounts.roles import authenticated_user
-from backend.api import created_or_ok
+from backend.api import StrictSerializer, created_or_ok
 from backend.batches.apis import ComparisonStaffSerializer, ResponseInputSerializer
 from backend.batches.selectors import batch_by_id
 from backend.batches.services.comparisons import ResponseInput
@@ -27,7 +27,7 @@ class GoldComparisonCreateApi(APIView):
     permission_classes = [IsBatchAdmin]
 
     @extend_schema_serializer(component_name="GoldComparisonCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         prompt = serializers.CharField(max_length=20_000, help_text="The prompt text.")
         first_response = ResponseInputSerializer()
         second_response = ResponseInputSerializer()

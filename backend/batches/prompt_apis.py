@@ -17,7 +17,7 @@ from backend.accounts.permissions import (
     IsBatchAdmin,
 )
 from backend.accounts.roles import Role, authenticated_user, user_has_role
-from backend.api import UploadSerializer, created_or_ok, paginated
+from backend.api import StrictSerializer, UploadSerializer, created_or_ok, paginated
 from backend.batches.models import (
     Prompt,
     PromptSource,
@@ -40,7 +40,7 @@ class PromptListCreateApi(APIView):
     permission_classes = [IsAnyRole]
 
     @extend_schema_serializer(component_name="PromptCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         text = serializers.CharField(max_length=20_000)
         is_safety = serializers.BooleanField(default=False)
         is_adversarial = serializers.BooleanField(default=False)
@@ -70,7 +70,7 @@ class AnnotationContinueApi(APIView):
     permission_classes = [IsAnnotator]
 
     @extend_schema_serializer(component_name="DialogueContinueInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         next_message = serializers.CharField(max_length=20_000)
         client_key = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
@@ -14,6 +15,7 @@ from backend.batches.models import (
     Assignment,
     Batch,
     Comparison,
+    LivePair,
     Prompt,
     Turn,
 )
@@ -104,6 +106,37 @@ def batch_progress(*, batch: Batch, now: datetime | None = None) -> BatchProgres
         live_leases=assignments["live"],
         target_annotations=batch.target_comparisons * batch.overlap,
     )
+
+
+LIVE_PAIR_FAILURES_SHOWN = 20
+
+
+def batch_live_pairs(*, batch: Batch) -> dict[str, Any]:
+    """Staff only: the batch's live pairs by status, and the newest failures with the engine's full error
+    (their authors were told only a generic reason)."""
+    counts = LivePair.objects.filter(batch=batch).aggregate(
+        pending=Count("id", filter=Q(status=LivePair.Status.PENDING)),
+        done=Count("id", filter=Q(status=LivePair.Status.DONE)),
+        failed=Count("id", filter=Q(status=LivePair.Status.FAILED)),
+    )
+    failures = (
+        LivePair.objects.filter(batch=batch, status=LivePair.Status.FAILED)
+        .order_by("-finished_at", "-id")
+        .values("id", "prompt_id", "requested_by_id", "error", "finished_at")[:LIVE_PAIR_FAILURES_SHOWN]
+    )
+    return {
+        **counts,
+        "recent_failures": [
+            {
+                "id": row["id"],
+                "prompt": row["prompt_id"],
+                "requested_by": row["requested_by_id"],
+                "error": row["error"],
+                "finished_at": row["finished_at"],
+            }
+            for row in failures
+        ],
+    }
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """Iterations: one turn of the RLHF loop as a state machine that a driver task advances one step at a time.
 
-export -> reward_models -> policy -> evaluate -> done. Every step records what it creates on the iteration
-before running it and reuses it when run again (exports, training runs: each finished one is left as it
-is, a killed one resumes its work directory), so a redelivered or retried task picks up where the
-iteration stands. A failing step marks the iteration failed with the error; `iteration_retry` continues.
+export -> reward_models -> [temperature_scan] -> policy -> evaluate -> done (the scan of the base policy only with
+`scan_temperatures`; rejection sampling's temperature "scan" then takes its best temperature). Every step
+records what it creates on the iteration before running it and reuses it when run again (exports, training
+runs, the scan: each finished one is left as it is, a killed one resumes its work directory), so a
+redelivered or retried task picks up where the iteration stands. A failing step marks the iteration failed
+with the error; `iteration_retry` continues.
 """
 
 import logging
@@ -25,7 +27,7 @@ from backend.idempotency import create_once
 from exports.models import ExportRun
 from exports.services import export_build, export_create
 from loop.models import Iteration, Method
-from loop.services.evaluation import policies_compare
+from loop.services.evaluation import iteration_reward_models, policies_compare, previous_iteration
 from loop.services.policy_runs import (
     policy_config_check,
     policy_run_create,
@@ -33,6 +35,12 @@ from loop.services.policy_runs import (
     settings_check,
 )
 from loop.services.prompts_file import prompts_file_write
+from loop.services.temperature_scans import (
+    SCAN_CONFIG,
+    iteration_temperature_scan,
+    scan_config_check,
+    scan_temperature_check,
+)
 from loop.services.training_runs import CONFIG_FIELDS, training_run_create, training_run_execute
 from training.backbones import BUILTIN_BACKBONES
 
@@ -47,10 +55,16 @@ BASE_POLICY_UNKNOWN = "No policy checkpoint with this id."
 BACKBONE_REQUIRED = "Give a reward backbone: a registered checkpoint id, or a built-in backbone name."
 BACKBONE_UNKNOWN = "No checkpoint with this id."
 BUILTIN_UNKNOWN = "Unknown built-in backbone; known: {known}."
-CONFIG_INVALID = "config must be an object with any of: reward, rejection_sampling, ppo (each an object)."
+CONFIG_INVALID = (
+    "config must be an object with any of: reward, temperature_scan, rejection_sampling, ppo (each an object)."
+)
+EVALUATION_MODELS_INVALID = (
+    "Not reward-model checkpoint id(s): {ids}. Give ids of reward_helpfulness or reward_safety checkpoints."
+)
+REWARD_KINDS = (CheckpointKind.REWARD_HELPFULNESS, CheckpointKind.REWARD_SAFETY)
 RETRY_DONE = "This iteration finished; start a new one."
 NO_POLICY = "The policy step produced no checkpoint."
-CONFIG_STEPS = ("reward", *Method.values)
+CONFIG_STEPS = ("reward", SCAN_CONFIG, *Method.values)
 # The order the policy methods run in: rejection sampling first, PPO on its result.
 METHOD_ORDER = (Method.REJECTION_SAMPLING, Method.PPO)
 
@@ -64,6 +78,8 @@ def iteration_check(
     reward_backbone_id: int | None = None,
     reward_builtin_backbone: str = "",
     config: dict[str, Any] | None = None,
+    evaluation_reward_model_ids: Sequence[int] = (),
+    scan_temperatures: bool = False,
 ) -> dict[str, Any]:
     """Validate an iteration's options; returns them normalised."""
     if not isinstance(methods, (list, tuple)) or not methods or set(methods) - set(Method.values):
@@ -94,11 +110,28 @@ def iteration_check(
     for method in Method.values:
         if method in config:
             checked[method] = policy_config_check(method, config[method], field=f"config.{method}")
+    if SCAN_CONFIG in config:
+        checked[SCAN_CONFIG] = scan_config_check(config[SCAN_CONFIG], field=f"config.{SCAN_CONFIG}")
+    if Method.REJECTION_SAMPLING in methods and not scan_temperatures:  # "scan" then needs an earlier scan
+        scan_temperature_check(base_policy_id, checked.get(Method.REJECTION_SAMPLING, {}), field="config")
     return {
         "methods": [method for method in METHOD_ORDER if method in methods],
         "batch_ids": sorted(set(batch_ids)),
         "config": checked,
+        "evaluation_reward_model_ids": _evaluation_models_check(evaluation_reward_model_ids),
     }
+
+
+def _evaluation_models_check(ids: Sequence[int]) -> list[int]:
+    """The extra reward models of the held-out evaluation: registered reward checkpoints, each once."""
+    if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidInput(EVALUATION_MODELS_INVALID.format(ids=ids), field="evaluation_reward_models")
+    found = set(Checkpoint.objects.filter(pk__in=ids, kind__in=REWARD_KINDS).values_list("id", flat=True))
+    wrong = sorted(set(ids) - found)
+    if wrong:
+        ids_text = ", ".join(map(str, wrong))
+        raise InvalidInput(EVALUATION_MODELS_INVALID.format(ids=ids_text), field="evaluation_reward_models")
+    return sorted(found)
 
 
 def iteration_create(
@@ -112,6 +145,8 @@ def iteration_create(
     reward_backbone_id: int | None = None,
     reward_builtin_backbone: str = "",
     config: dict[str, Any] | None = None,
+    evaluation_reward_model_ids: Sequence[int] = (),
+    scan_temperatures: bool = False,
     client_key: str = "",
 ) -> tuple[Iteration, bool]:
     """Validate and queue an iteration; returns (iteration, created). A retry with the same key returns it."""
@@ -125,6 +160,8 @@ def iteration_create(
             reward_backbone_id=reward_backbone_id,
             reward_builtin_backbone=reward_builtin_backbone,
             config=config,
+            evaluation_reward_model_ids=evaluation_reward_model_ids,
+            scan_temperatures=scan_temperatures,
         )
         iteration = Iteration.objects.create(
             base_policy_id=base_policy_id,
@@ -133,15 +170,23 @@ def iteration_create(
             reward_backbone_id=reward_backbone_id,
             reward_builtin_backbone=reward_builtin_backbone,
             config=checked["config"],
+            scan_temperatures=scan_temperatures,
             created_by=created_by,
             client_key=client_key,
         )
         iteration.batches.set(checked["batch_ids"])
+        iteration.evaluation_reward_models.set(checked["evaluation_reward_model_ids"])
         audit_record(
             actor=created_by,
             action="iteration.start",
             target=iteration,
-            details={"methods": checked["methods"], "batches": checked["batch_ids"], "export": export_id},
+            details={
+                "methods": checked["methods"],
+                "batches": checked["batch_ids"],
+                "export": export_id,
+                "evaluation_reward_models": checked["evaluation_reward_model_ids"],
+                "scan_temperatures": scan_temperatures,
+            },
         )
         transaction.on_commit(partial(enqueue, iteration.pk))
         return iteration
@@ -245,16 +290,41 @@ def iteration_prompts_path(iteration: Iteration) -> Path:
     return Path(settings.CHECKPOINTS_ROOT) / "iterations" / f"iteration-{iteration.pk:05d}-prompts.jsonl"
 
 
-def _step_policy(iteration: Iteration, progress: Progress, policy_settings: dict[str, Any]) -> None:
+def _ensure_prompts(iteration: Iteration) -> str:
+    """The policy runs' (and the scan's) prompts file, written from the batches once."""
     if not iteration.prompts_path:
         path = iteration_prompts_path(iteration)
         prompts_file_write(batch_ids=_batch_ids(iteration), path=path)
         Iteration.objects.filter(pk=iteration.pk).update(prompts_path=str(path))
         iteration.prompts_path = str(path)
-    assert iteration.reward_helpfulness_run is not None and iteration.helpfulness_export is not None
+    return iteration.prompts_path
+
+
+def _trained_reward_models(iteration: Iteration) -> tuple[Checkpoint, Checkpoint | None]:
+    """The helpfulness and safety (or None) reward models the reward step made."""
+    assert iteration.reward_helpfulness_run is not None
     helpfulness = iteration.reward_helpfulness_run.output_checkpoint
     safety = iteration.reward_safety_run.output_checkpoint if iteration.reward_safety_run else None
     assert helpfulness is not None
+    return helpfulness, safety
+
+
+def _step_temperature_scan(iteration: Iteration, progress: Progress, scan_settings: dict[str, Any]) -> None:
+    helpfulness, safety = _trained_reward_models(iteration)
+    iteration_temperature_scan(
+        iteration=iteration,
+        reward_helpfulness=helpfulness,
+        reward_safety=safety,
+        prompts_path=_ensure_prompts(iteration),
+        on_progress=lambda done, total: progress(SCAN_CONFIG, done, total),
+        settings=scan_settings,
+    )
+
+
+def _step_policy(iteration: Iteration, progress: Progress, policy_settings: dict[str, Any]) -> None:
+    _ensure_prompts(iteration)
+    assert iteration.helpfulness_export is not None
+    helpfulness, safety = _trained_reward_models(iteration)
     base = iteration.base_policy
     for method in iteration.methods:
         field = f"{method}_run"
@@ -285,16 +355,17 @@ def _step_policy(iteration: Iteration, progress: Progress, policy_settings: dict
 
 
 def _step_evaluate(iteration: Iteration, progress: Progress) -> None:
-    assert iteration.new_policy is not None and iteration.reward_helpfulness_run is not None
-    helpfulness = iteration.reward_helpfulness_run.output_checkpoint
-    assert helpfulness is not None
+    optimised = iteration_reward_models(iteration)
+    assert iteration.new_policy is not None and optimised is not None
+    before = previous_iteration(iteration)
     policy_config = iteration.config.get(Method.PPO, {}) or iteration.config.get(Method.REJECTION_SAMPLING, {})
     evaluation = policies_compare(
         new=iteration.new_policy,
         previous=iteration.base_policy,
         prompts_path=Path(iteration.prompts_path),
-        reward_helpfulness=helpfulness,
-        reward_safety=iteration.reward_safety_run.output_checkpoint if iteration.reward_safety_run else None,
+        optimised=optimised,
+        previous_models=iteration_reward_models(before) if before is not None else None,
+        named=list(iteration.evaluation_reward_models.order_by("pk")),
         **({"max_new_tokens": policy_config["max_new_tokens"]} if "max_new_tokens" in policy_config else {}),
     )
     Iteration.objects.filter(pk=iteration.pk).update(evaluation=evaluation)
@@ -303,10 +374,19 @@ def _step_evaluate(iteration: Iteration, progress: Progress) -> None:
 
 NEXT_STEP = {
     Iteration.Step.EXPORT: Iteration.Step.REWARD_MODELS,
-    Iteration.Step.REWARD_MODELS: Iteration.Step.POLICY,
+    Iteration.Step.REWARD_MODELS: Iteration.Step.TEMPERATURE_SCAN,
+    Iteration.Step.TEMPERATURE_SCAN: Iteration.Step.POLICY,
     Iteration.Step.POLICY: Iteration.Step.EVALUATE,
     Iteration.Step.EVALUATE: Iteration.Step.DONE,
 }
+
+
+def _next_step(iteration: Iteration, step: Iteration.Step) -> Iteration.Step:
+    """The step after `step`; the temperature scan only when the iteration asked for it."""
+    following = NEXT_STEP.get(step, Iteration.Step.DONE)
+    if following == Iteration.Step.TEMPERATURE_SCAN and not iteration.scan_temperatures:
+        following = NEXT_STEP[following]
+    return following
 
 
 def iteration_step(
@@ -317,8 +397,8 @@ def iteration_step(
 ) -> Iteration:
     """Run the iteration's current step and move it to the next; a done or failed iteration is left as it is.
 
-    `policy_settings` are trainer settings per method that are not hyper-parameters (device, test hooks).
-    A failure is recorded on the iteration (status failed, the error), not raised.
+    `policy_settings` are trainer settings per method (and for "temperature_scan") that are not hyper-parameters
+    (device, test hooks). A failure is recorded on the iteration (status failed, the error), not raised.
     """
     iteration = Iteration.objects.select_related(
         "base_policy",
@@ -327,6 +407,7 @@ def iteration_step(
         "safety_export",
         "reward_helpfulness_run__output_checkpoint",
         "reward_safety_run__output_checkpoint",
+        "temperature_scan",
         "new_policy",
         "created_by",
     ).get(pk=iteration_id)
@@ -342,6 +423,8 @@ def iteration_step(
             _step_export(iteration, progress)
         elif step == Iteration.Step.REWARD_MODELS:
             _step_reward_models(iteration, progress)
+        elif step == Iteration.Step.TEMPERATURE_SCAN:
+            _step_temperature_scan(iteration, progress, (policy_settings or {}).get(SCAN_CONFIG, {}))
         elif step == Iteration.Step.POLICY:
             _step_policy(iteration, progress, policy_settings or {})
         elif step == Iteration.Step.EVALUATE:
@@ -352,7 +435,7 @@ def iteration_step(
             status=Iteration.Status.FAILED, error=f"{step}: {type(error).__name__}: {error}"
         )
     else:
-        following = NEXT_STEP.get(step, Iteration.Step.DONE)
+        following = _next_step(iteration, step)
         done = following == Iteration.Step.DONE
         Iteration.objects.filter(pk=iteration.pk).update(
             step=following,

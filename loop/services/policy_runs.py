@@ -3,6 +3,11 @@
 They share TrainingRun with the reward-model runs and follow the same rules (training_runs.py): the trainer
 writes into a work directory beside the final one and resumes from it when a killed run is delivered again,
 and the new `policy` checkpoint is registered, with its lineage, in the transaction that marks the run done.
+
+Rejection sampling also gets, when the run starts, what the database knows: the best samples that earlier
+rejection-sampling runs in the base policy's lineage kept (`best_samples.jsonl` of each ancestor an RS run
+produced), which join its pool unless `include_earlier_samples` is off; and, for `temperature: "scan"`, the
+best temperature of the base policy's newest finished temperature scan.
 """
 
 import json
@@ -20,6 +25,7 @@ from backend.checkpoints.selectors import checkpoint_local_path
 from backend.errors import Conflict, InvalidInput
 from backend.idempotency import create_once
 from exports.models import ExportRun
+from loop.selectors import temperature_scan_latest
 from loop.services.training_runs import (
     CONFIG_TYPE,
     CONFIG_UNKNOWN,
@@ -35,7 +41,15 @@ POLICY_UNKNOWN = "No policy checkpoint with this id."
 REWARD_UNKNOWN = "No {kind} reward-model checkpoint with this id."
 PROMPTS_MISSING = "No prompts file at {path}."
 CONFIG_NOT_OBJECT = "Give the settings as an object of name: value."
+SCAN_NEEDED = (
+    'temperature "scan" takes the best temperature of the base policy\'s newest finished temperature scan; '
+    "{name} has none: scan it first (or turn on the iteration's scan_temperatures)."
+)
 POLICY_KINDS = (TrainingRun.Kind.REJECTION_SAMPLING, TrainingRun.Kind.PPO)
+SCAN_TEMPERATURE = "scan"
+"""Rejection sampling's `temperature` value that means: the best temperature of the base policy's newest scan."""
+EARLIER_SAMPLES_FILE = "best_samples.jsonl"
+"""What an RS run keeps in its output directory (training.rejection_sampling.SAMPLES_FILE)."""
 # Trainer settings that are paths, hardware or test hooks, never a researcher's hyper-parameter.
 _NOT_SETTINGS = {"device", "bf16", "stop_after_iterations", "seed_offset"}
 
@@ -86,10 +100,55 @@ def settings_check(fields: dict[str, type], config: Any, *, field: str = "config
 
 
 def policy_config_check(kind: str, config: Any, *, field: str = "config") -> dict[str, Any]:
-    """A policy run's overrides checked against its trainer's settings."""
+    """A policy run's overrides checked against its trainer's settings; rejection sampling's temperature may also be
+    "scan" (see `wants_scan_temperature`)."""
     if kind not in POLICY_KINDS:
         raise InvalidInput(POLICY_KIND_UNKNOWN, field="kind")
+    if wants_scan_temperature(kind, config):
+        rest = {name: value for name, value in config.items() if name != "temperature"}
+        return {**settings_check(policy_config_fields(kind), rest, field=field), "temperature": SCAN_TEMPERATURE}
     return settings_check(policy_config_fields(kind), config, field=field)
+
+
+def wants_scan_temperature(kind: str, config: Any) -> bool:
+    """Whether a rejection-sampling run's temperature is "scan": its base policy's best scanned temperature."""
+    return (
+        kind == TrainingRun.Kind.REJECTION_SAMPLING
+        and isinstance(config, dict)
+        and config.get("temperature") == SCAN_TEMPERATURE
+    )
+
+
+def earlier_rejection_samples(checkpoint: Checkpoint) -> list[Path]:
+    """The `best_samples.jsonl` of every finished rejection-sampling run that made the checkpoint or one of its
+    ancestors (nearest first): the pool of all prior iterations' best samples, for Llama 2's RS."""
+    files: list[Path] = []
+    seen: set[int] = set()
+    current: Checkpoint | None = checkpoint
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        made_by_rs = TrainingRun.objects.filter(
+            output_checkpoint=current, kind=TrainingRun.Kind.REJECTION_SAMPLING, status=TrainingRun.Status.DONE
+        ).exists()
+        path = checkpoint_local_path(checkpoint=current) / EARLIER_SAMPLES_FILE
+        if made_by_rs and path.is_file():
+            files.append(path)
+        current = current.parent
+    return files
+
+
+def _rejection_sampling_inputs(run: TrainingRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer settings, report entries) that a rejection-sampling run takes from the database when it starts."""
+    assert run.base_checkpoint is not None
+    trainer: dict[str, Any] = {"earlier_samples": earlier_rejection_samples(run.base_checkpoint)}
+    report: dict[str, Any] = {}
+    if wants_scan_temperature(run.kind, run.config):
+        scan = temperature_scan_latest(checkpoint_id=run.base_checkpoint.pk)
+        if scan is None or scan.best_temperature is None:
+            raise InvalidInput(SCAN_NEEDED.format(name=run.base_checkpoint.name), field="config.temperature")
+        trainer["temperature"] = scan.best_temperature
+        report["temperature_scan"] = scan.pk
+    return trainer, report
 
 
 def policy_run_check(
@@ -122,6 +181,9 @@ def policy_run_check(
             raise InvalidInput(REWARD_UNKNOWN.format(kind=reward_kind.label.lower()), field=field)
     if not Path(prompts_path).is_file():
         raise InvalidInput(PROMPTS_MISSING.format(path=prompts_path), field="prompts_path")
+    if wants_scan_temperature(kind, checked) and temperature_scan_latest(checkpoint_id=base_checkpoint_id) is None:
+        base = Checkpoint.objects.get(pk=base_checkpoint_id)
+        raise InvalidInput(SCAN_NEEDED.format(name=base.name), field="config")
     return checked
 
 
@@ -196,6 +258,8 @@ def policy_run_execute(
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING, started_at=timezone.now(), error="")
     output = training_run_output_dir(run)
     config_class, train = _trainer(run.kind)
+    given: dict[str, Any] = {}
+    report: dict[str, Any] = {}
     lines: list[str] = []
 
     def progress(step: int, total: int, entry: dict[str, float]) -> None:
@@ -207,6 +271,8 @@ def policy_run_execute(
             on_progress(step, total, entry)
 
     try:
+        if run.kind == TrainingRun.Kind.REJECTION_SAMPLING:
+            given, report = _rejection_sampling_inputs(run)
         metrics = train(
             config_class(
                 policy=checkpoint_local_path(checkpoint=run.base_checkpoint),
@@ -214,7 +280,7 @@ def policy_run_execute(
                 reward_safety=checkpoint_local_path(checkpoint=run.reward_safety) if run.reward_safety else None,
                 prompts=Path(run.prompts_path),
                 output_dir=output,
-                **run.config,
+                **{**run.config, **given},
                 **(settings or {}),
             ),
             progress=progress,
@@ -227,7 +293,7 @@ def policy_run_execute(
     if not (output / "config.json").exists():  # stopped on purpose before the end (a test's simulated kill)
         run.refresh_from_db()
         return run
-    summary = {key: value for key, value in metrics.items() if key not in ("log", "config")}
+    summary = {**{key: value for key, value in metrics.items() if key not in ("log", "config")}, **report}
     with transaction.atomic():
         checkpoint = Checkpoint.objects.create(
             name=f"policy-{run.kind.replace('_', '-')}-run{run.pk:05d}",

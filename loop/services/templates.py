@@ -182,7 +182,11 @@ def _start_sampling(template: BatchTemplate, batch: Batch, enqueue: Enqueue) -> 
 
 
 def weekly_batch_make(*, template: BatchTemplate, now: datetime, enqueue: Enqueue) -> WeeklyBatch:
-    """This week's batch of the template: created once (whatever the retries), sampled, opened when it has pairs."""
+    """This week's batch of the template: created once (whatever the retries), sampled, opened when it has pairs.
+
+    A batch whose annotators write the prompts (prompt_source 'annotator') samples nothing from the pool: it
+    opens at once, and each prompt written gets its pair live.
+    """
     week = iso_week_of(now)
     with transaction.atomic():
         BatchTemplate.objects.select_for_update().get(pk=template.pk)
@@ -211,6 +215,12 @@ def weekly_batch_make(*, template: BatchTemplate, now: datetime, enqueue: Enqueu
             )
             weekly = WeeklyBatch.objects.create(template=template, iso_week=week, batch=batch)
     batch = Batch.objects.get(pk=weekly.batch_id)
+    if batch.annotators_write_prompts:
+        # Its page serves only the live pairs of the prompts its annotators write, never pool pairs: none is
+        # sampled, and it opens at once (batch_create has checked that its plan can vary a pair).
+        if batch.status in (Batch.Status.DRAFT, Batch.Status.SAMPLING):
+            batch_open(batch=batch, now=now)
+        return weekly
     if batch.status == Batch.Status.DRAFT:
         _start_sampling(template, batch, enqueue)
         batch.refresh_from_db()

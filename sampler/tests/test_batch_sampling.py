@@ -219,7 +219,7 @@ def on_commit(django_capture_on_commit_callbacks):
 @pytest.fixture
 def writing_batch(tiny_dirs):
     batch = draft([policy("a", tiny_dirs["a"]), policy("b", tiny_dirs["b"])], target=10, writes=True)
-    # A batch opens once it has a pair; give it one from the pool.
+    # One pair from the pool as well (a writing batch would open without any).
     Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SAMPLING)
     services.batch_sample_chunk(batch_id=batch.pk, prompt_ids=pool(1))
     return batch_open(batch=batch)

@@ -43,6 +43,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "dashboard-annotator-api": {"GET": STAFF},
     "dashboard-models-api": {"GET": STAFF},
     "reward-scores": {"POST": STAFF},
+    "lineage-api": {"GET": STAFF},
     "export-list": {"GET": {RESEARCHER}, "POST": {RESEARCHER}},
     "export-detail": {"GET": {RESEARCHER}},
     "export-file": {"GET": {RESEARCHER}},
@@ -57,6 +58,10 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "iteration-report": {"GET": STAFF},
     "iteration-plot": {"GET": STAFF},
     "batch-template-list": {"GET": {ADMIN}, "POST": {ADMIN}},
+    "batch-template-temperatures-from-scan": {"POST": {ADMIN}},
+    "checkpoint-temperature-scans": {"GET": STAFF, "POST": {RESEARCHER}},
+    "temperature-scan": {"GET": STAFF},
+    "temperature-scan-plot": {"GET": STAFF},
 }
 # Public by design: obtaining a token, and the schema and its docs.
 PUBLIC = {"auth-token", "schema", "docs", "redoc"}
@@ -106,6 +111,10 @@ def world():
         "run_id": 1,
         "iteration_id": 1,
         "annotator_id": users[ANNOTATOR].pk,
+        "kind": "batches",
+        "node_id": batch.pk,
+        "scan_id": 1,
+        "template_id": 1,
     }
     return users, kwargs
 

@@ -2,6 +2,7 @@
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from preference_format import MARGIN_SCHEMES, STRENGTHS
@@ -11,8 +12,18 @@ SMALL = MARGIN_SCHEMES["small"] or {}
 BAD = ["x = y + z * 2 lazy", "dog dog dog", "1 2 3 4 5 6 7"]
 
 
-def write_export(directory: Path, *, train: int, test: int, seed: int = 0, schema_version: int = 1) -> Path:
-    """An export whose preference is learnable: chosen replies are polite sentences, rejected are noise."""
+def write_export(
+    directory: Path,
+    *,
+    train: int,
+    test: int,
+    seed: int = 0,
+    schema_version: int = 1,
+    safety_labels: Sequence[str] = (),
+) -> Path:
+    """An export whose preference is learnable: chosen replies are polite sentences, rejected are noise.
+
+    With `safety_labels`, row i carries label i % len(safety_labels) ("" for none), as a safety export does."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", train), ("test", test)):
@@ -28,6 +39,8 @@ def write_export(directory: Path, *, train: int, test: int, seed: int = 0, schem
                     "batch": "synthetic",
                     "split": split,
                 }
+                if safety_labels:
+                    row["safety_label"] = safety_labels[i % len(safety_labels)] or None
                 handle.write(json.dumps(row) + "\n")
     (directory / "manifest.json").write_text(
         json.dumps(

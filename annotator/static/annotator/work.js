@@ -322,12 +322,19 @@ async function waitForPair(request) {
       await sleep(700);
       ({ data } = await sendPersistently("GET", data.poll_url));
     }
-    if (data.status === "failed") throw new Error(`Sampling failed: ${data.error}`);
+    // The server's reason is written for the annotator (the engine's error stays with staff).
+    if (data.status === "failed") throw new Error(data.error || "The pair could not be sampled.");
     forget("writing");
     forget("live");
     renderAssignment(data.assignment);
   } catch (error) {
     forget("live");
+    if (error instanceof ApiError && error.status === 409) {
+      // Refused for good (the quota reached, the batch closed): nothing more to write here.
+      show("empty");
+      status(error.message, "error");
+      return;
+    }
     status(error.message, "error");
     startWriting();
   }

@@ -212,7 +212,8 @@ def batch_open(*, batch: Batch, now: datetime | None = None, actor: User | None 
             return batch
         if batch.status == Batch.Status.CLOSED:
             raise Conflict(BATCH_CLOSED)
-        if not Comparison.objects.filter(batch=batch).exists():
+        # Annotators who write their own prompts get live pairs: such a batch may open with none sampled.
+        if not batch.annotators_write_prompts and not Comparison.objects.filter(batch=batch).exists():
             raise Conflict(BATCH_EMPTY)
         batch.status = Batch.Status.OPEN
         batch.opened_at = now or timezone.now()
@@ -241,7 +242,8 @@ def batches_sync_schedule(*, now: datetime | None = None) -> dict[str, list[int]
         status__in=[Batch.Status.DRAFT, Batch.Status.SAMPLING], opens_at__lte=now
     ).exclude(closes_at__lte=now)
     for batch in due_to_open:
-        if Comparison.objects.filter(batch=batch).exists():
+        # A batch whose annotators write the prompts needs no pairs first: theirs are sampled live.
+        if batch.annotators_write_prompts or Comparison.objects.filter(batch=batch).exists():
             batch_open(batch=batch, now=now)
             opened.append(batch.pk)
     for batch in Batch.objects.filter(status=Batch.Status.OPEN, closes_at__lte=now):

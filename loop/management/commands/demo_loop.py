@@ -153,6 +153,11 @@ class Command(BaseCommand):
             methods=methods,
             batch_ids=[b.pk for b in batches],
             reward_builtin_backbone="all-minilm-l6-v2",
+            # Reward models of earlier demo runs (none on a fresh database) judge the new policy too: a policy
+            # that gamed this run's models would show it there.
+            evaluation_reward_model_ids=list(
+                Checkpoint.objects.filter(kind__startswith="reward_").order_by("pk").values_list("pk", flat=True)
+            ),
             config={key: value for key, value in DEMO_CONFIG.items() if key == "reward" or key in methods},
             client_key=f"demo-loop-{timezone.now():%Y%m%d%H%M%S}",
         )
@@ -190,6 +195,16 @@ class Command(BaseCommand):
             f"    mean reward R_c: new {evaluation['new_mean_reward']:.3f}, "
             f"previous {evaluation['previous_mean_reward']:.3f}"
         )
+        self.stdout.write("  Held-out reward under each reward model (optimised: the ones the policy was trained on):")
+        for model in evaluation.get("by_reward_model", []):
+            role = "optimised" if model["optimised"] else model["source"]
+            figures = (
+                "no held-out prompts"
+                if model["gain"] is None
+                else f"previous {model['previous_mean_reward']:.3f} -> new {model['new_mean_reward']:.3f} "
+                f"({model['gain']:+.3f})"
+            )
+            self.stdout.write(f"    {model['checkpoint']:<44} {role:<12} {figures}")
         learned = new_length < old_length and shorter > len(samples) / 2
         verdict = "learned the rule" if learned else "did NOT learn the rule this time"
         style = self.style.SUCCESS if learned else self.style.WARNING

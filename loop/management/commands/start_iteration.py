@@ -35,6 +35,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--config", type=json.loads, default={}, help='Overrides per step, e.g. \'{"ppo": {"iterations": 50}}\'.'
         )
+        parser.add_argument(
+            "--evaluation-reward-models",
+            type=_ids,
+            default=[],
+            help="Comma-separated reward-model checkpoint ids that also score the held-out answers.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["resume"]:
@@ -56,6 +62,7 @@ class Command(BaseCommand):
                     reward_backbone_id=options["reward_checkpoint"],
                     reward_builtin_backbone=options["reward_builtin"] or "",
                     config=options["config"],
+                    evaluation_reward_model_ids=options["evaluation_reward_models"],
                 )
             except ServiceError as error:
                 raise CommandError(f"{error.field or 'input'}: {error.message}") from error
@@ -70,3 +77,9 @@ class Command(BaseCommand):
                 f"(previous {iteration.base_policy.name})."
             )
         )
+        for model in (m for m in evaluation.get("by_reward_model", []) if m["gain"] is not None):
+            optimised = "optimised against" if model["optimised"] else "not optimised against"
+            self.stdout.write(
+                f"  {model['checkpoint']} ({model['source']}, {optimised}): {model['previous_mean_reward']:.3f} -> "
+                f"{model['new_mean_reward']:.3f} (gain {model['gain']:+.3f})"
+            )
