@@ -62,7 +62,7 @@ def make_batch(
     open_it: bool = True,
     opens_at: datetime | None = None,
     closes_at: datetime | None = None,
-    held_out_size: int = 1000,
+    held_out_size: int = 0,
     held_out_fraction: float = 0.1,
 ) -> Batch:
     checkpoints = [make_checkpoint(), make_checkpoint()]

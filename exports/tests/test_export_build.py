@@ -38,7 +38,8 @@ def judge(batch, annotator, *, choice="a", strength="better", label=""):
     return annotation
 
 
-def judged_batch(count: int, *, focus=Focus.HELPFULNESS, overlap=1, held_out_size=1000, held_out_fraction=0.1):
+def judged_batch(count: int, *, focus=Focus.HELPFULNESS, overlap=1, held_out_size=0, held_out_fraction=0.1):
+    """`count` judged comparisons, all in train unless `held_out_size` lets the split draw some into test."""
     batch = make_batch(
         comparisons=count,
         focus=focus,
@@ -64,7 +65,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_files_load_with_datasets_in_both_formats_with_the_splits():
-    batch = judged_batch(20, held_out_fraction=0.5)
+    batch = judged_batch(20, held_out_size=1000, held_out_fraction=0.5)
     test = Comparison.objects.filter(batch=batch, is_held_out=True).count()
     assert 0 < test < 20
     run = build(filters={"batches": [batch.pk]}, margin_scheme="small")
@@ -230,7 +231,7 @@ def test_the_reward_model_mixes_follow_llama2():
 
 def test_a_mix_keeps_the_other_focus_out_of_its_test_file_unless_asked():
     judged_batch(14, held_out_size=0)  # more than the safety rows: the mix samples all of them
-    safety = judged_batch(12, focus=Focus.SAFETY, held_out_fraction=0.5)
+    safety = judged_batch(12, focus=Focus.SAFETY, held_out_size=1000, held_out_fraction=0.5)
     safety_test = Comparison.objects.filter(batch=safety, is_held_out=True).count()
     assert 0 < safety_test < 12
 

@@ -31,7 +31,7 @@ def storage(settings, tmp_path):
 
 @pytest.fixture
 def export() -> ExportRun:
-    batch = make_batch(comparisons=20, held_out_fraction=0.5)
+    batch = make_batch(comparisons=20, held_out_size=1000, held_out_fraction=0.5)
     annotator = make_user(Role.ANNOTATOR)
     strengths = ["significantly_better", "better", "slightly_better", "negligibly_better_or_unsure"]
     for i in range(20):

@@ -118,7 +118,7 @@ def test_each_pair_gets_its_split_when_it_is_made_and_opening_keeps_it():
 
 
 def test_the_split_is_a_function_of_the_batch_and_the_prompt():
-    batch = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    batch = make_batch(comparisons=0, open_it=False, held_out_size=1000, held_out_fraction=0.5)
     prompts = [make_prompt() for _ in range(40)]
     made = {p.pk: make_comparison(batch, prompt=p).is_held_out for p in prompts}
     assert 0 < sum(made.values()) < 40
@@ -132,8 +132,8 @@ def test_held_out_size_caps_the_test_split():
 
 
 def test_a_prompt_sampled_again_in_a_later_batch_keeps_its_split():
-    first = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
-    later = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    first = make_batch(comparisons=0, open_it=False, held_out_size=1000, held_out_fraction=0.5)
+    later = make_batch(comparisons=0, open_it=False, held_out_size=1000, held_out_fraction=0.5)
     prompts = [make_prompt() for _ in range(30)]
     before = [make_comparison(first, prompt=p).is_held_out for p in prompts]
     after = [make_comparison(later, prompt=p).is_held_out for p in prompts]

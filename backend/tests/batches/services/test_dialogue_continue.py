@@ -86,7 +86,7 @@ def test_prompt_create_dedupes_on_client_key(annotator):
 
 
 def test_every_turn_of_a_dialogue_lands_in_the_split_of_its_first_turn(annotator):
-    batch = make_batch(comparisons=0, open_it=False, held_out_fraction=0.5)
+    batch = make_batch(comparisons=0, open_it=False, held_out_size=1000, held_out_fraction=0.5)
     openers = [make_comparison(batch) for _ in range(12)]
     batch = batch_open(batch=batch)
     for number, comparison in enumerate(openers):
