@@ -29,11 +29,11 @@ def _scan_html(scan: TemperatureScan) -> str:
     """One scan on a page: its state, best temperature, and the curve once it is drawn."""
     best = f"{scan.best_temperature:g}" if scan.best_temperature is not None else "-"
     head = format_html(
-        '<a href="{}">scan {}</a>: {} ({:.0%}), best temperature {}{}',
+        '<a href="{}">scan {}</a>: {} ({}), best temperature {}{}',
         reverse("admin:loop_temperaturescan_change", args=[scan.pk]),
         scan.pk,
         scan.status,
-        scan.progress,
+        f"{scan.progress:.0%}",
         best,
         f"; {scan.error}" if scan.error else "",
     )

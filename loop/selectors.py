@@ -253,8 +253,30 @@ def iteration_report(*, iteration: Iteration) -> dict[str, Any]:
         "leaderboard_by_temperature": {
             stratum: [asdict(rating) for rating in ratings] for stratum, ratings in leaderboard_by_temperature().items()
         },
+        "temperature_scan": _scan_summary(iteration.temperature_scan),
+        "rejection_sampling": _rejection_sampling_summary(iteration.rejection_sampling_run),
         "plots": sorted(iteration_plots(iteration=iteration)),
     }
+
+
+def _scan_summary(scan: TemperatureScan | None) -> dict[str, Any] | None:
+    if scan is None:
+        return None
+    return {
+        "scan": scan.pk,
+        "status": scan.status,
+        "best_temperature": scan.best_temperature,
+        "mean_reward": scan.result.get("mean_reward"),
+    }
+
+
+def _rejection_sampling_summary(run: TrainingRun | None) -> dict[str, Any] | None:
+    """The temperature it sampled at (and the scan it came from) and how many examples came from earlier
+    iterations' pools."""
+    if run is None:
+        return None
+    keys = ("temperature", "temperature_scan", "from_earlier_iterations", "mean_best_score", "mean_training_score")
+    return {"training_run": run.pk, "status": run.status, **{key: run.metrics.get(key) for key in keys}}
 
 
 # --- temperature scans ------------------------------------------------------------------------------

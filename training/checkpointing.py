@@ -59,8 +59,14 @@ def _sibling(directory: Path, suffix: str) -> Path:
 
 
 def config_record(config: DataclassInstance) -> dict[str, Any]:
-    """A run's settings as JSON values (paths as strings), for its metrics.json."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()}
+    """A run's settings as JSON values (paths as strings, in lists too), for its metrics.json."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {key: plain(value) for key, value in asdict(config).items()}
 
 
 def step_state(

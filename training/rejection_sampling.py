@@ -89,7 +89,9 @@ class RejectionSamplingConfig:
     """Earlier iterations' `best_samples.jsonl` files, whose samples for the same prompts join the pool."""
     include_earlier_samples: bool = field(
         default=True,
-        metadata=option("Pool the best samples of earlier iterations (Llama 2).", flag="--no-earlier-samples"),
+        metadata=option(
+            "Fine-tune on this run's best samples alone, not pooled with earlier ones.", flag="--no-earlier-samples"
+        ),
     )
     """Off: fine-tune on this run's best of K alone, whatever `earlier_samples` holds."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -133,3 +133,72 @@ def test_a_killed_fine_tuning_resumes_and_ends_where_an_unbroken_one_does(setup,
     a, b = load_file(unbroken / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+class MarkerScorer(ShortReplyScorer):
+    """ShortReplyScorer, except that MARKER is the best reply there is."""
+
+    MARKER = "Thank you, that is the answer."
+
+    def probability(self, prompts, replies, is_safety) -> list[float]:
+        scores = super().probability(prompts, replies, is_safety)
+        return [1.0 if reply == self.MARKER else min(score, 0.9) for reply, score in zip(replies, scores, strict=True)]
+
+
+def _earlier_file(path: Path, setup: dict[str, Path], *, better_for: int) -> Path:
+    """An earlier run's best_samples.jsonl: MARKER (its score under that run's model: 0.2) for one train prompt, a
+    poor reply for another, and one for a prompt this run does not have."""
+    rows = load_prompts(setup["prompts"], "train")
+
+    def line(prompt, reply):
+        return {"prompt": prompt, "is_safety": False, "reply": reply, "score": 0.2, "ended": True}
+
+    lines = [
+        line(rows[better_for].prompt, MarkerScorer.MARKER),
+        line(rows[better_for + 1].prompt, "word " * 40),
+        line([{"role": "user", "content": "A prompt of another week"}], MarkerScorer.MARKER),
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    return path
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_the_pool_keeps_an_earlier_iterations_better_sample_unless_switched_off(setup, tmp_path, include):
+    earlier = _earlier_file(tmp_path / "earlier.jsonl", setup, better_for=3)
+    output = tmp_path / "rs"
+    scorer = MarkerScorer()
+    metrics = train_rejection_sampling(
+        config(setup, output, epochs=1, earlier_samples=[earlier], include_earlier_samples=include), scorer=scorer
+    )
+    training = [json.loads(line) for line in (output / "training_samples.jsonl").read_text().splitlines()]
+    assert len(training) == 12, "one example per train prompt, whatever the pools hold"
+    from_earlier = [row for row in training if row["source"]]
+    marker = [row for row in training if row["reply"] == MarkerScorer.MARKER]
+    if include:
+        assert scorer.calls[-1] == (2, 0), "the earlier samples of this run's prompts, scored again (not the third)"
+        assert [row["source"] for row in marker] == [str(earlier)]
+        assert marker[0]["prompt"] == load_prompts(setup["prompts"], "train")[3].prompt
+        assert marker[0]["score"] == 1.0 and marker[0]["kept_score"] == 0.2, "the current model's score decides"
+        assert all("word word" not in row["reply"] for row in training), "a worse earlier sample is not taken"
+        assert metrics["from_earlier_iterations"] == len(from_earlier) == 1
+        assert metrics["from_earlier_iterations_by_file"] == {str(earlier): 1}
+        assert metrics["mean_training_score"] > metrics["mean_best_score"]
+    else:
+        assert len(scorer.calls) == 1, "only this run's own samples were scored"
+        assert marker == [] and from_earlier == []
+        assert metrics["from_earlier_iterations"] == 0 and metrics["earlier_samples"]["files"] == []
+    own = [json.loads(line) for line in (output / "best_samples.jsonl").read_text().splitlines()]
+    assert all(row["reply"] != MarkerScorer.MARKER for row in own), "best_samples.jsonl keeps this run's own best"
+
+
+def test_the_command_line_names_the_earlier_pools_and_switches_them_off():
+    from training.cli import config_from_arguments
+    from training.rejection_cli import parser
+
+    required = ["--policy", "p", "--reward-helpfulness", "r", "--prompts", "x.jsonl", "--output", "o"]
+    pooled = config_from_arguments(
+        RejectionSamplingConfig, parser().parse_args([*required, "--earlier-samples", "a", "b"])
+    )
+    assert pooled.earlier_samples == [Path("a"), Path("b")] and pooled.include_earlier_samples
+    alone = config_from_arguments(RejectionSamplingConfig, parser().parse_args([*required, "--no-earlier-samples"]))
+    assert alone.earlier_samples == [] and not alone.include_earlier_samples

@@ -41,6 +41,12 @@ class Command(BaseCommand):
             default=[],
             help="Comma-separated reward-model checkpoint ids that also score the held-out answers.",
         )
+        parser.add_argument(
+            "--temperature-scan",
+            action="store_true",
+            help='Scan the base policy\'s temperatures after the reward models (settings: config "temperature_scan"; '
+            'rejection sampling\'s "temperature": "scan" takes the best one).',
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["resume"]:
@@ -63,6 +69,7 @@ class Command(BaseCommand):
                     reward_builtin_backbone=options["reward_builtin"] or "",
                     config=options["config"],
                     evaluation_reward_model_ids=options["evaluation_reward_models"],
+                    scan_temperatures=options["temperature_scan"],
                 )
             except ServiceError as error:
                 raise CommandError(f"{error.field or 'input'}: {error.message}") from error
