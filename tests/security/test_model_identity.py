@@ -5,6 +5,7 @@ any leak of provenance (name, path, temperature, seed, which side came from whic
 """
 
 import json
+import re
 
 import pytest
 from django.test import Client
@@ -42,10 +43,17 @@ def batch():
     return batch_open(batch=batch)
 
 
+def _as_pattern(secret: str) -> str:
+    """A number counts only standing alone: "1.387" inside a timestamp's "21.387908" is not a temperature."""
+    if secret.replace(".", "").isdigit():
+        return rf"(?<![\d.]){re.escape(secret)}(?!\d)"
+    return re.escape(secret)
+
+
 def assert_no_identity(label: str, content: bytes) -> None:
     text = content.decode()
     for secret in SECRETS:
-        assert secret not in text, f"{secret!r} leaked to an annotator in {label}: {text[:400]}"
+        assert not re.search(_as_pattern(secret), text), f"{secret!r} leaked to an annotator in {label}: {text[:400]}"
 
 
 def test_nothing_an_annotator_reaches_names_the_models(batch, annotator):
@@ -281,7 +289,7 @@ def test_no_answer_an_annotator_gets_names_a_model_errors_and_live_pairs_include
     for label, status, body, strict in walk.seen:
         text = body.decode(errors="replace")
         for secret in values + (FIELD_WORDS if strict else []):
-            if secret in text:
+            if re.search(_as_pattern(secret), text):
                 leaks.append(f"{secret!r} in {label} ({status}): ...{text[max(text.find(secret) - 120, 0) :][:300]}")
     assert not leaks, "\n".join(leaks)
     # The scan meant something: the canaries were in the database, and every kind of answer was seen.
