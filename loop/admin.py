@@ -45,9 +45,9 @@ def _scan_html(scan: TemperatureScan) -> str:
 
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "parent", "produced_by", "created_at"]
+    list_display = ["name", "kind", "parent", "produced_by", "serving_url", "created_at"]
     list_filter = ["kind"]
-    search_fields = ["name", "path", "produced_by"]
+    search_fields = ["name", "path", "produced_by", "serving_url"]
     raw_id_fields = ["parent", "created_by"]
     readonly_fields = ["created_at", "temperature_scans"]
     actions = ["scan_temperatures"]

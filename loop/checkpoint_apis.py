@@ -3,6 +3,7 @@ checkpoint's temperature scans are started (researchers) and read here too."""
 
 from typing import Any
 
+from django.db import transaction
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
@@ -12,12 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.accounts.permissions import IsResearcher, IsStaffRole
+from backend.accounts.permissions import IsBatchAdmin, IsResearcher, IsStaffRole
 from backend.accounts.roles import authenticated_user
 from backend.api import StrictSerializer, created_or_ok, queued_or_ok
 from backend.checkpoints.models import Checkpoint, CheckpointKind, TrainingRun
 from backend.checkpoints.selectors import checkpoint_by_id, checkpoint_list, training_run_by_id, training_run_list
-from backend.checkpoints.services import checkpoint_register
+from backend.checkpoints.services import checkpoint_register, checkpoint_serving_set, serving_url_check
 from loop.models import TemperatureScan
 from loop.selectors import temperature_scan_by_id, temperature_scan_plot_path, temperature_scans_of
 from loop.services.temperature_scans import temperature_scan_create
@@ -28,7 +29,18 @@ from loop.tasks import enqueue_temperature_scan, enqueue_training_run
 class CheckpointOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
-        fields = ["id", "name", "kind", "path", "parent", "produced_by", "notes", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "path",
+            "parent",
+            "produced_by",
+            "serving_url",
+            "served_model_name",
+            "notes",
+            "created_at",
+        ]
 
 
 class CheckpointListCreateApi(APIView):
@@ -41,6 +53,8 @@ class CheckpointListCreateApi(APIView):
         kind = serializers.ChoiceField(choices=CheckpointKind.choices, default=CheckpointKind.POLICY)
         parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)  # type: ignore[assignment]
         produced_by = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+        serving_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        served_model_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
     @extend_schema(responses=CheckpointOutputSerializer(many=True))
@@ -53,15 +67,24 @@ class CheckpointListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        checkpoint, created = checkpoint_register(
-            name=values["name"],
-            path=values["path"],
-            kind=values["kind"],
-            parent_id=values.get("parent"),
-            produced_by=values["produced_by"],
-            notes=values["notes"],
-            created_by=authenticated_user(request),
-        )
+        serving_url_check(values["serving_url"])  # before anything is registered
+        with transaction.atomic():
+            checkpoint, created = checkpoint_register(
+                name=values["name"],
+                path=values["path"],
+                kind=values["kind"],
+                parent_id=values.get("parent"),
+                produced_by=values["produced_by"],
+                notes=values["notes"],
+                created_by=authenticated_user(request),
+            )
+            if created:
+                checkpoint_serving_set(
+                    checkpoint=checkpoint,
+                    serving_url=values["serving_url"],
+                    served_model_name=values["served_model_name"],
+                    actor=authenticated_user(request),
+                )
         return Response(
             CheckpointOutputSerializer(checkpoint).data,
             status=created_or_ok(created),
@@ -115,13 +138,33 @@ class CheckpointDetailOutputSerializer(CheckpointOutputSerializer):
 
 
 class CheckpointDetailApi(APIView):
-    """One checkpoint, with its temperature scans (newest first: status, progress, curve, best temperature)."""
+    """GET: one checkpoint, with its temperature scans (newest first: status, progress, curve, best temperature).
+    PATCH (batch admins): where it is served, for the openai engine (`serving_url`, `served_model_name`)."""
 
-    permission_classes = [IsStaffRole]
+    @extend_schema_serializer(component_name="CheckpointServingInput")
+    class ServingSerializer(StrictSerializer):
+        serving_url = serializers.CharField(max_length=500, allow_blank=True)
+        served_model_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsBatchAdmin()] if self.request.method == "PATCH" else [IsStaffRole()]
 
     @extend_schema(responses=CheckpointDetailOutputSerializer)
     def get(self, request: Request, checkpoint_id: int) -> Response:
         return Response(CheckpointDetailOutputSerializer(checkpoint_by_id(checkpoint_id=checkpoint_id)).data)
+
+    @extend_schema(request=ServingSerializer, responses=CheckpointDetailOutputSerializer)
+    def patch(self, request: Request, checkpoint_id: int) -> Response:
+        checkpoint = checkpoint_by_id(checkpoint_id=checkpoint_id)
+        data = self.ServingSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        checkpoint_serving_set(
+            checkpoint=checkpoint,
+            serving_url=data.validated_data["serving_url"],
+            served_model_name=data.validated_data["served_model_name"],
+            actor=authenticated_user(request),
+        )
+        return Response(CheckpointDetailOutputSerializer(checkpoint).data)
 
 
 class CheckpointTemperatureScanListCreateApi(APIView):

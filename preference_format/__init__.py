@@ -85,6 +85,44 @@ class Split(StrEnum):
     TEST = "test"
 
 
+class FinishReason(StrEnum):
+    """Why a response ended, as the engine said it (vLLM's and OpenAI's words; never folded into one another)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    CONTENT_FILTER = "content_filter"
+
+    @property
+    def label(self) -> str:
+        return FINISH_REASON_LABELS[self]
+
+
+FINISH_REASON_LABELS = {
+    FinishReason.STOP: "Stopped at EOS or a stop string",
+    FinishReason.LENGTH: "Truncated at max tokens",
+    FinishReason.ABORT: "Aborted by the engine",
+    FinishReason.CONTENT_FILTER: "Cut by the server's content filter",
+}
+
+
+class Reproducibility(StrEnum):
+    """How far a response's seed reproduces its text on the same engine version and device."""
+
+    NONE = "none"
+    """The seed does not fix the text (vLLM by default, any OpenAI-compatible server, or no seed)."""
+    BATCH = "batch"
+    """The same requests sent together again give the same texts; the text depends on what it was batched with."""
+    REQUEST = "request"
+    """The seed alone fixes the text, whatever else is in the batch (vLLM's batch-invariant mode)."""
+
+    @property
+    def label(self) -> str:
+        return {"none": "Not reproducible", "batch": "Reproducible as a batch", "request": "Reproducible alone"}[
+            self.value
+        ]
+
+
 SCHEMA_VERSION = 1
 """The version of the exported files' layout; training refuses an export whose manifest names another."""
 
@@ -115,7 +153,9 @@ conversational preference format: `prompt` is the dialogue up to the last user t
 assistant message each. `margin` is left out when the margin scheme is "none"."""
 
 
-def choices(values: type[Strength] | type[SafetyLabel]) -> list[tuple[str, str]]:
+def choices(
+    values: type[Strength] | type[SafetyLabel] | type[FinishReason] | type[Reproducibility],
+) -> list[tuple[str, str]]:
     """(value, label) pairs, as Django fields and DRF's ChoiceField take them."""
     return [(member.value, member.label) for member in values]
 

@@ -40,13 +40,18 @@ LIVE_QUOTA_REACHED = (
 # annotators must never see (staff read it on the batch and in the admin).
 LIVE_PAIR_FAILED = "The pair could not be sampled; try again or write another prompt."
 SELECTION_CHECKPOINT_MISSING = "Uncertainty selection needs a reward-model checkpoint (selection_checkpoint)."
-CHUNK_SIZE = 16
 
 
 def sampler_engine() -> tuple[str, Engine]:
     """The engine this process samples with, from the SAMPLER_ENGINE and SAMPLER_ENGINE_OPTIONS settings."""
     name = settings.SAMPLER_ENGINE
     return name, get_engine(name, **settings.SAMPLER_ENGINE_OPTIONS)
+
+
+def prompt_chunks(prompt_ids: list[int], chunk_size: int | None = None) -> list[list[int]]:
+    """The prompts cut into sampling tasks of `chunk_size` (default: the SAMPLER_CHUNK_PROMPTS setting)."""
+    size = chunk_size or settings.SAMPLER_CHUNK_PROMPTS
+    return [prompt_ids[start : start + size] for start in range(0, len(prompt_ids), size)]
 
 
 def _pool_for(batch: Batch, limit: int) -> list[Prompt]:
@@ -63,7 +68,7 @@ def batch_start_sampling(
     *,
     batch: Batch,
     enqueue: Callable[[int, list[int]], None],
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     actor: User | None = None,
 ) -> dict[str, int]:
     """Move a draft batch to sampling and queue its prompts in chunks; resuming a sampling batch queues the rest.
@@ -91,7 +96,7 @@ def batch_start_sampling(
         batch.sampling_error = ""
         batch.save(update_fields=["status", "sampling_error"])
         audit_record(actor=actor, action="batch.sampling_start", target=batch, details={"prompts": len(prompts)})
-        chunks = [[p.pk for p in prompts[i : i + chunk_size]] for i in range(0, len(prompts), chunk_size)]
+        chunks = prompt_chunks([p.pk for p in prompts], chunk_size)
         for chunk in chunks:
             transaction.on_commit(partial(enqueue, batch.pk, chunk))
     return {"prompts": len(prompts), "chunks": len(chunks)}

@@ -37,6 +37,7 @@ from backend.batches.selectors import (
 from backend.batches.services.batches import batch_close, batch_create, batch_open
 from backend.batches.services.comparisons import ResponseInput, comparison_create
 from backend.checkpoints.models import Checkpoint
+from preference_format import FinishReason, Reproducibility, choices
 
 # --- batches ---------------------------------------------------------------------------------
 
@@ -246,6 +247,10 @@ class ResponseProvenanceSerializer(serializers.Serializer):
     finish_reason = serializers.CharField()
     latency_ms = serializers.IntegerField(allow_null=True)
     engine = serializers.CharField()
+    engine_version = serializers.CharField()
+    device = serializers.CharField()
+    dtype = serializers.CharField()
+    reproducibility = serializers.CharField()
 
 
 class ComparisonStaffSerializer(serializers.Serializer):
@@ -269,9 +274,13 @@ class ResponseInputSerializer(StrictSerializer):
     max_new_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
     prompt_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
     completion_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
-    finish_reason = serializers.ChoiceField(choices=["stop", "length"], default="stop")
+    finish_reason = serializers.ChoiceField(choices=choices(FinishReason), default=FinishReason.STOP)
     latency_ms = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
     engine = serializers.CharField(required=False, default="", allow_blank=True, max_length=32)
+    engine_version = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
+    device = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
+    dtype = serializers.CharField(required=False, default="", allow_blank=True, max_length=16)
+    reproducibility = serializers.ChoiceField(choices=choices(Reproducibility), default=Reproducibility.NONE)
 
 
 class BatchComparisonListCreateApi(APIView):

@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from backend.batches.words import whitespace_tokens
 from backend.checkpoints.models import Checkpoint
-from preference_format import SafetyLabel, Strength, choices
+from preference_format import FinishReason, Reproducibility, SafetyLabel, Strength, choices
 
 
 class WordCountField(models.PositiveIntegerField):
@@ -233,10 +233,6 @@ class Batch(models.Model):
 class Response(models.Model):
     """One sampled response with every parameter that produced it."""
 
-    class FinishReason(models.TextChoices):
-        STOP = "stop", "Stopped at EOS"
-        LENGTH = "length", "Truncated at max tokens"
-
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="responses")
     text = models.TextField(blank=True)
@@ -247,9 +243,18 @@ class Response(models.Model):
     max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    finish_reason = models.CharField(max_length=16, choices=FinishReason.choices, default=FinishReason.STOP)
+    finish_reason = models.CharField(max_length=16, choices=choices(FinishReason), default=FinishReason.STOP)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     engine = models.CharField(max_length=32, blank=True, help_text="transformers, vllm, openai, ...")
+    engine_version = models.CharField(max_length=100, blank=True, help_text="e.g. 'vllm 0.13.0'.")
+    device = models.CharField(max_length=200, blank=True, help_text="e.g. 'cuda:0 NVIDIA H200', or a server's URL.")
+    dtype = models.CharField(max_length=16, blank=True)
+    reproducibility = models.CharField(
+        max_length=8,
+        choices=choices(Reproducibility),
+        default=Reproducibility.NONE,
+        help_text="How far the seed reproduces the text on the same engine version and device.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -1,9 +1,21 @@
 """A registered model checkpoint: a Hugging Face directory that the engines and trainers load."""
 
+from urllib.parse import urlparse
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from backend.jobs import JobStatus
+
+SERVING_URL_INVALID = "serving_url must be an http or https URL such as http://serve-a:8000/v1, or empty."
+
+
+def validate_serving_url(value: str) -> None:
+    """An http(s) URL with a host; unlike Django's URLValidator, a bare service name (serve-a) is a host."""
+    parsed = urlparse(value.strip())
+    if value.strip() and (parsed.scheme not in ("http", "https") or not parsed.hostname):
+        raise ValidationError(SERVING_URL_INVALID)
 
 
 class CheckpointKind(models.TextChoices):
@@ -31,6 +43,18 @@ class Checkpoint(models.Model):
         max_length=200,
         blank=True,
         help_text="The run that produced it (a training run id, or 'import' for outside checkpoints).",
+    )
+    serving_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_serving_url],
+        help_text=(
+            "Base URL of an OpenAI-compatible server that serves this checkpoint, e.g. http://serve-a:8000/v1 "
+            "(`vllm serve DIR --generation-config vllm`); the openai engine sends its requests there."
+        ),
+    )
+    served_model_name = models.CharField(
+        max_length=200, blank=True, help_text="The name that server knows it by (--served-model-name); empty: its path."
     )
     notes = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

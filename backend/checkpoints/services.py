@@ -1,10 +1,11 @@
-"""Registering checkpoints in the registry."""
+"""Registering checkpoints in the registry, and where each is served."""
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from backend.audit.services import audit_record
-from backend.checkpoints.models import Checkpoint, CheckpointKind
+from backend.checkpoints.models import SERVING_URL_INVALID, Checkpoint, CheckpointKind, validate_serving_url
 from backend.errors import InvalidInput
 
 NAME_REQUIRED = "Give the checkpoint a name."
@@ -60,3 +61,26 @@ def checkpoint_register(
     if existing.path != path or existing.kind != kind:
         raise InvalidInput(NAME_TAKEN, field="name")
     return existing, False
+
+
+def serving_url_check(serving_url: str) -> str:
+    """The URL stripped of spaces and a trailing slash; an InvalidInput naming serving_url if it is not http(s)."""
+    url = serving_url.strip().rstrip("/")
+    try:
+        validate_serving_url(url)
+    except ValidationError:
+        raise InvalidInput(SERVING_URL_INVALID, field="serving_url") from None
+    return url
+
+
+def checkpoint_serving_set(
+    *, checkpoint: Checkpoint, serving_url: str, served_model_name: str = "", actor: User | None = None
+) -> Checkpoint:
+    """Name the OpenAI-compatible server (and the model name it serves) that the openai engine sends this
+    checkpoint's requests to; an empty URL takes the engine's own. Setting the same values again changes nothing."""
+    url, model_name = serving_url_check(serving_url), served_model_name.strip()
+    if (checkpoint.serving_url, checkpoint.served_model_name) != (url, model_name):
+        checkpoint.serving_url, checkpoint.served_model_name = url, model_name
+        checkpoint.save(update_fields=["serving_url", "served_model_name"])
+        audit_record(actor=actor, action="checkpoint.serving_set", target=checkpoint, details={"serving_url": url})
+    return checkpoint

@@ -184,12 +184,17 @@ AUTH_CACHE_SECONDS = float(env_str("AUTH_CACHE_SECONDS", "5"))
 # (an OpenAI-compatible server); options are the engine class's keyword arguments, as JSON.
 SAMPLER_ENGINE = env_str("SAMPLER_ENGINE", "transformers")
 SAMPLER_ENGINE_OPTIONS = json.loads(env_str("SAMPLER_ENGINE_OPTIONS", "{}"))
+# Prompts per pre-sampling task. Each task generates all of one checkpoint's responses before the next
+# checkpoint's, so a batch of up to this many prompts loads each of its checkpoints once.
+SAMPLER_CHUNK_PROMPTS = int(env_str("SAMPLER_CHUNK_PROMPTS", "256"))
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (Queue("default"), Queue("sampler"), Queue("training"))
+CELERY_TASK_QUEUES = (Queue("default"), Queue("sampler"), Queue("sampler_live"), Queue("training"))
 CELERY_TASK_ROUTES = {
+    # Live pairs have their own worker, whose model stays loaded: one never waits behind pre-sampling.
+    "sampler.tasks.live_pair_sample": {"queue": "sampler_live"},
     "sampler.*": {"queue": "sampler"},
     "training.*": {"queue": "training"},
 }

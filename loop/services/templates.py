@@ -28,7 +28,7 @@ from backend.batches.services.batches import (
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import InvalidInput, ServiceError
 from loop.models import BatchTemplate, Iteration, WeeklyBatch
-from sampler.services import CHUNK_SIZE, batch_start_sampling
+from sampler.services import batch_start_sampling, prompt_chunks
 from sampler.tasks import enqueue_chunk
 
 logger = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ def _start_sampling(template: BatchTemplate, batch: Batch, enqueue: Enqueue) -> 
             raise InvalidInput(NO_TAGGED_PROMPTS.format(focus=batch.focus, tags=", ".join(template.prompt_tags)))
         with transaction.atomic():
             Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.SAMPLING, sampling_error="")
-            for start in range(0, len(prompt_ids), CHUNK_SIZE):
-                transaction.on_commit(partial(enqueue, batch.pk, prompt_ids[start : start + CHUNK_SIZE]))
+            for chunk in prompt_chunks(prompt_ids):
+                transaction.on_commit(partial(enqueue, batch.pk, chunk))
     except ServiceError as error:
         Batch.objects.filter(pk=batch.pk).update(sampling_error=error.message)
 

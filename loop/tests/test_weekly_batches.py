@@ -11,7 +11,7 @@ from django_celery_beat.models import PeriodicTask
 from backend.batches.models import Batch, Comparison
 from loop.models import Iteration, WeeklyBatch
 from loop.services.templates import default_sampling_plan, template_create, weekly_batches_run
-from sampler.services import CHUNK_SIZE, batch_sample_chunk
+from sampler.services import batch_sample_chunk
 from tests.factories import make_checkpoint, make_prompt
 
 pytestmark = pytest.mark.django_db
@@ -81,8 +81,9 @@ def test_admins_create_templates_over_the_api_with_clear_errors(batch_admin, cli
 
 
 def test_a_weekly_batch_opened_after_its_first_chunk_holds_out_its_fraction_of_every_chunk(
-    batch_admin, tiny_policy, django_capture_on_commit_callbacks
+    batch_admin, tiny_policy, django_capture_on_commit_callbacks, settings
 ):
+    settings.SAMPLER_CHUNK_PROMPTS = 16
     prompts = 160
     for i in range(prompts):
         make_prompt(f"Weekly question {i}: how do I say thanks?")
@@ -90,7 +91,7 @@ def test_a_weekly_batch_opened_after_its_first_chunk_holds_out_its_fraction_of_e
     chunks: list[tuple[int, list[int]]] = []
     with django_capture_on_commit_callbacks(execute=True):
         (weekly,) = weekly_batches_run(now=MONDAY, enqueue=lambda batch_id, ids: chunks.append((batch_id, ids)))
-    assert len(chunks) == prompts // CHUNK_SIZE
+    assert len(chunks) == prompts // 16
     batch_sample_chunk(batch_id=chunks[0][0], prompt_ids=chunks[0][1])
     weekly_batches_run(now=MONDAY + timedelta(hours=1), enqueue=_no_sampling)
     batch = Batch.objects.get(pk=weekly.batch_id)

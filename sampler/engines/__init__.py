@@ -17,6 +17,7 @@ from sampler.engines.base import (
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    Provenance,
 )
 
 UNKNOWN_ENGINE = "unknown engine {name!r}; known engines: {known}"
@@ -62,5 +63,6 @@ __all__ = [
     "FinishReason",
     "GenerationRequest",
     "GenerationResult",
+    "Provenance",
     "get_engine",
 ]

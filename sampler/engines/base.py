@@ -5,12 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+
+from preference_format import FinishReason, Reproducibility
 
 ChatMessage = Mapping[str, str]
 """One chat turn, ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
-
-FinishReason = Literal["stop", "length"]
 
 CHECKPOINT_LOAD_FAILED = "could not load checkpoint {checkpoint}: {reason}"
 INVALID_REQUEST = "invalid generation request: {reason}"
@@ -35,7 +34,12 @@ class GenerationRequest:
     max_new_tokens: int = 256
     """Completion budget; a completion that uses it all without EOS finishes with ``"length"``."""
     seed: int | None = None
-    """Makes sampling reproducible; how far depends on the engine (see its docstring)."""
+    """Makes sampling reproducible; how far depends on the engine (its results' ``provenance`` says)."""
+    endpoint: str = ""
+    """For the openai engine: the base URL of the server that serves this checkpoint (the registry's
+    ``serving_url``); empty means the engine's own ``base_url``. Other engines ignore it."""
+    served_model: str = ""
+    """For the openai engine: the model name the server knows the checkpoint by; empty means the engine's own."""
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -49,6 +53,22 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What produced a response, as it is stored beside it."""
+
+    engine: str
+    """The engine's name: transformers, vllm or openai."""
+    engine_version: str
+    """The library versions that generated, e.g. "vllm 0.13.0" or "transformers 5.23.0, torch 2.13.0"."""
+    device: str
+    """Where it ran: "cpu", "cuda:0 NVIDIA H200", or the serving URL for a remote server."""
+    dtype: str
+    """The weights' dtype in the engine ("bfloat16"), or "" when a remote server does not say."""
+    reproducibility: Reproducibility
+    """How far the request's seed reproduces the text (``Reproducibility.NONE`` when there is no seed)."""
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """One completion and what it cost."""
 
@@ -59,9 +79,11 @@ class GenerationResult:
     completion_tokens: int
     """Generated tokens up to and including EOS; padding after EOS excluded."""
     finish_reason: FinishReason
-    """``"stop"`` when the model produced EOS, ``"length"`` when ``max_new_tokens`` ran out first."""
+    """As the engine said: stop (EOS or a stop string), length (``max_new_tokens`` ran out), abort (the engine
+    gave up on the request: its text is incomplete), content_filter (a server's filter cut it)."""
     latency_ms: float
     """Wall-clock time of the batch that generated this completion; requests batched together share it."""
+    provenance: Provenance
 
 
 class Engine(ABC):
@@ -73,4 +95,14 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Generate one completion per request; raise ``EngineError`` when a checkpoint cannot be used."""
+        """Generate one completion per request; raise ``EngineError`` when a checkpoint cannot be used.
+
+        Engines that hold models generate every request of one checkpoint before the next, starting with the
+        checkpoints they hold already, so a list over two checkpoints loads each at most once.
+        """
+
+    def release_device(self) -> None:
+        """Free the accelerator memory the engine's models hold, so that another model (the reward model of
+        uncertainty selection) can run on the device; the next ``generate`` takes it back. Engines that keep
+        nothing on a shared accelerator (CPU, a remote server) have nothing to free."""
+        return None

@@ -9,13 +9,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from preference_format import FinishReason, Reproducibility
 from sampler.engines.base import (
     CHECKPOINT_LOAD_FAILED,
     ChatMessage,
@@ -23,6 +25,7 @@ from sampler.engines.base import (
     EngineError,
     GenerationRequest,
     GenerationResult,
+    Provenance,
 )
 
 PAD_CANDIDATES = ("<pad>", "<|pad|>", "<|finetune_right_pad_id|>", "<|endoftext|>")
@@ -63,15 +66,17 @@ class _GroupKey(NamedTuple):
 class TransformersEngine(Engine):
     """Generates with ``model.generate`` in left-padded batches.
 
-    Requests are grouped by (checkpoint, temperature, top_p, max_new_tokens); within a group they are sorted
-    by prompt length (less padding) and cut into batches of ``batch_size``. Temperature 0 is greedy. Only the
+    Requests are grouped by (checkpoint, temperature, top_p, max_new_tokens), every group of one checkpoint
+    before the next and the checkpoints already in memory first; within a group they are sorted by prompt
+    length (less padding) and cut into batches of ``batch_size``. Temperature 0 is greedy. Only the
     request's temperature and top_p shape the distribution: the checkpoint's ``generation_config`` sampling
     defaults (top_k, repetition penalty) are overridden, so a request alone says how it was sampled.
 
     Seeding: each sampled batch runs under a private RNG seeded from the seeds of all its requests, in
     batch order (a batch whose requests all have ``seed=None`` is unseeded). The same requests with the same
     seeds, on the same device and ``batch_size``, therefore reproduce the same texts; a request's text does
-    depend on the batch it lands in, so the same seed alone or in another batch may give another text.
+    depend on the batch it lands in, so the same seed alone or in another batch may give another text
+    (``Reproducibility.BATCH`` in the results' provenance).
 
     Loaded models are kept in a per-engine LRU of ``max_loaded_models`` entries; ``get_engine`` shares one
     engine per process. Calls are serialised by a lock: one batch at a time uses the device fully.
@@ -91,6 +96,18 @@ class TransformersEngine(Engine):
         self.max_loaded_models = max_loaded_models
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
+        self._provenance = Provenance(
+            engine="transformers",
+            engine_version=f"transformers {transformers.__version__}, torch {torch.__version__}",
+            device=f"{self.device} {device_name}".strip(),
+            dtype=str(self.dtype).removeprefix("torch."),
+            reproducibility=Reproducibility.BATCH,
+        )
+
+    @property
+    def _unseeded(self) -> Provenance:
+        return replace(self._provenance, reproducibility=Reproducibility.NONE)
 
     @property
     def loaded_checkpoints(self) -> list[str]:
@@ -100,7 +117,7 @@ class TransformersEngine(Engine):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         results: dict[int, GenerationResult] = {}
         with self._lock:
-            for key, indices in _group(requests).items():
+            for key, indices in _group(requests, resident=self.loaded_checkpoints).items():
                 loaded = self._load(key.checkpoint)
                 prompts = {index: loaded.encode_chat(requests[index].messages) for index in indices}
                 by_length = sorted(indices, key=lambda index: len(prompts[index]))
@@ -131,6 +148,7 @@ class TransformersEngine(Engine):
     def _generate_batch(
         self, loaded: LoadedModel, prompts: list[list[int]], key: _GroupKey, seed: int | None
     ) -> list[GenerationResult]:
+        provenance = self._provenance if seed is not None or key.temperature == 0 else self._unseeded
         started = time.perf_counter()
         width = max(len(prompt) for prompt in prompts)
         input_ids = torch.full((len(prompts), width), loaded.pad_token_id, dtype=torch.long)
@@ -164,8 +182,9 @@ class TransformersEngine(Engine):
                 text=text,
                 prompt_tokens=len(prompt),
                 completion_tokens=len(content) if end is None else len(content) + 1,
-                finish_reason="length" if end is None else "stop",
+                finish_reason=FinishReason.LENGTH if end is None else FinishReason.STOP,
                 latency_ms=latency_ms,
+                provenance=provenance,
             )
             for prompt, content, text, end in zip(prompts, contents, texts, ends, strict=True)
         ]
@@ -229,13 +248,24 @@ def _first_eos(completion: list[int], eos_token_ids: tuple[int, ...]) -> int | N
     return next((index for index, token in enumerate(completion) if token in eos_token_ids), None)
 
 
-def _group(requests: Sequence[GenerationRequest]) -> dict[_GroupKey, list[int]]:
-    """Indices of the requests that can share batches, groups in order of first appearance."""
+def _group(requests: Sequence[GenerationRequest], resident: Sequence[str] = ()) -> dict[_GroupKey, list[int]]:
+    """Indices of the requests that can share batches. All groups of one checkpoint come together; checkpoints
+    in `resident` (resolved paths, least recently used first) come first, most recently used first, then the
+    others in order of first appearance, so that a model is loaded at most once per call."""
     groups: dict[_GroupKey, list[int]] = {}
     for index, request in enumerate(requests):
         key = _GroupKey(request.checkpoint, request.temperature, request.top_p, request.max_new_tokens)
         groups.setdefault(key, []).append(index)
-    return groups
+    recency = {path: rank for rank, path in enumerate(reversed(resident))}
+    appearance: dict[str, int] = {}
+    for key in groups:
+        appearance.setdefault(key.checkpoint, len(appearance))
+
+    def order(key: _GroupKey) -> tuple[int, int]:
+        rank = recency.get(str(Path(key.checkpoint).expanduser().resolve()))
+        return (0, rank) if rank is not None else (1, appearance[key.checkpoint])
+
+    return {key: groups[key] for key in sorted(groups, key=order)}
 
 
 @contextmanager

@@ -1,52 +1,18 @@
 """The openai engine against a real OpenAI-compatible server: llama.cpp serving the SmolLM2 GGUF on CPU."""
 
-import socket
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
 
 from sampler.engines import EngineError, GenerationRequest, get_engine
 from sampler.engines.openai_engine import OpenAIEngine, chat_completion_body
-from sampler.engines.smollm2 import smollm2_gguf_path
+from tests.llama_server import free_port, llama_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is in requirements-dev.txt")
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path())]
-    command += ["--chat_format", "chatml", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    # The server logs a lot: to a file, so a full pipe never stalls it.
-    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama.cpp server did not come up in 120 s")
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with llama_server(tmp_path_factory.mktemp("llama-server")) as server:
+        yield server.base_url
 
 
 @pytest.fixture(scope="module")

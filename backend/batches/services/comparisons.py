@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from backend.batches.models import Batch, Comparison, Prompt, Response
 from backend.checkpoints.models import Checkpoint, CheckpointKind
 from backend.errors import Conflict, InvalidInput
+from preference_format import FinishReason, Reproducibility
 
 BATCH_NOT_ACCEPTING = "The batch is closed; it takes no new comparisons."
 RESPONSE_CHECKPOINT_NOT_POLICY = "Responses must come from a policy checkpoint."
@@ -29,9 +30,13 @@ class ResponseInput:
     max_new_tokens: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str = Response.FinishReason.STOP
+    finish_reason: str = FinishReason.STOP
     latency_ms: int | None = None
     engine: str = ""
+    engine_version: str = ""
+    device: str = ""
+    dtype: str = ""
+    reproducibility: str = Reproducibility.NONE
 
 
 def _storable(text: str) -> str:
