@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 SETTINGS_DIR = REPO / "backend" / "settings"
 
-SERVICES = ("postgres", "redis", "web", "worker", "beat", "sampler", "trainer")
-APP_SERVICES = ("web", "worker", "beat", "sampler", "trainer")
-GPU_SERVICES = ("sampler", "trainer")
-DATA_SERVICES = ("web", "worker", "sampler", "trainer")
+SERVICES = ("postgres", "redis", "web", "worker", "beat", "sampler", "sampler-live", "trainer")
+SERVED_WORKER = "sampler-served"
+APP_SERVICES = ("web", "worker", "beat", "sampler", "sampler-live", "trainer", SERVED_WORKER)
+GPU_SERVICES = ("sampler", "sampler-live", "trainer")
+DATA_SERVICES = ("web", "worker", "sampler", "sampler-live", "trainer", SERVED_WORKER)
 DATA_VOLUMES = ("exports", "checkpoints")
 DJANGO_BUILTIN_COMMANDS = frozenset({"migrate", "collectstatic"})
 SKIP_DIRS = frozenset({".venv", ".git", "node_modules", "var", "__pycache__"})
@@ -48,6 +49,11 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
     return compose.get("services") or {}
+
+
+def default_stack(services: dict[str, Any]) -> dict[str, Any]:
+    """The services a plain `docker compose up` starts: those in no profile."""
+    return {name: service for name, service in services.items() if not service.get("profiles")}
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -98,6 +104,22 @@ def option_values(tokens: list[str], *names: str) -> list[str]:
             elif token.startswith(name + "="):
                 values.append(token.split("=", 1)[1])
     return values
+
+
+def celery_workers(service: dict[str, Any]) -> list[list[str]]:
+    """The `celery ... worker` commands a service runs."""
+    return [tokens for tokens in command_segments(service) if tokens[:1] == ["celery"] and "worker" in tokens]
+
+
+def worker_queues(tokens: list[str]) -> set[str]:
+    """The queues a `celery worker` command consumes (-Q a,b)."""
+    return {queue for value in option_values(tokens, "-Q", "--queues") for queue in value.split(",")}
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The NVIDIA GPUs a service reserves (deploy.resources.reservations.devices)."""
+    devices = (service.get("deploy", {}).get("resources", {}).get("reservations", {})).get("devices", [])
+    return [d for d in devices if d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])]
 
 
 # --- finding things in the code -----------------------------------------------
@@ -167,8 +189,7 @@ def check_celery(tokens: list[str], where: str) -> None:
     assert any(s is not None and "Celery(" in s.read_text() for s in sources), (
         f"{where}: `-A {apps[0]}` but neither {app_module}/celery.py nor {app_module}/__init__.py creates a Celery app"
     )
-    queues = {q for value in option_values(tokens, "-Q", "--queues") for q in value.split(",")}
-    missing = queues - declared_queues()
+    missing = worker_queues(tokens) - declared_queues()
     assert not missing, (
         f'{where}: consumes queue(s) {sorted(missing)} that backend/settings does not declare as Queue("name")'
     )
@@ -291,15 +312,14 @@ def test_commands_refer_to_code_that_exists(services: dict[str, Any], name: str)
 
 
 def test_every_declared_queue_has_a_worker(services: dict[str, Any]) -> None:
+    """In the default stack alone: a queue that only a profile's worker consumes waits for that profile."""
     declared = declared_queues()
     assert declared, f'no Queue("name") declarations found in {SETTINGS_DIR}'
     consumed = {
         queue
-        for name in APP_SERVICES
-        for tokens in command_segments(services[name])
-        if tokens[:1] == ["celery"] and "worker" in tokens
-        for value in option_values(tokens, "-Q", "--queues")
-        for queue in value.split(",")
+        for service in default_stack(services).values()
+        for tokens in celery_workers(service)
+        for queue in worker_queues(tokens)
     }
     assert declared <= consumed, (
         f"queues {sorted(declared - consumed)} are declared in settings but no compose "
@@ -309,15 +329,14 @@ def test_every_declared_queue_has_a_worker(services: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", GPU_SERVICES)
 def test_gpu_services_reserve_a_gpu(services: dict[str, Any], name: str) -> None:
-    devices = (services[name].get("deploy", {}).get("resources", {}).get("reservations", {})).get("devices", [])
-    assert any(device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", []) for device in devices), (
+    assert gpu_devices(services[name]), (
         f"{name}: needs deploy.resources.reservations.devices with driver nvidia, capability gpu"
     )
 
 
 @pytest.mark.parametrize("name", GPU_SERVICES)
 def test_gpu_workers_take_one_task_at_a_time(services: dict[str, Any], name: str) -> None:
-    celery = [t for t in command_segments(services[name]) if t[:1] == ["celery"]]
+    celery = celery_workers(services[name])
     assert celery, f"{name}: runs no celery worker"
     for tokens in celery:
         assert option_values(tokens, "--prefetch-multiplier") == ["1"], (
