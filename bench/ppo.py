@@ -1,12 +1,15 @@
 """Where a PPO iteration spends its time, and what batched generation buys inside it.
 
     python bench/ppo.py [--policy DIR] [--device cpu|cuda] [--iterations 3] [--rollout-batch-size 32]
+                        [--rollout-engine transformers|vllm]
 
 Runs `train_ppo` for a few iterations with a real reward model (built on the policy's backbone, so the
-value model starts from it) and prints the time of one iteration split into generation, scoring,
-the no-grad passes (policy, reference and value over the rollout) and optimisation, each as a share;
-the first iteration is a warm-up and left out of the mean. Then it samples the same rollout batch
-batched (one generate() call, left padding) and one prompt at a time, and prints the ratio. Default:
+value model starts from it) and prints, for every PPO step, its time split into generate / score / train
+(train: the no-grad passes of policy, reference and value over the rollout, then the optimisation), with
+generation's share; then the mean of one iteration in four phases, each as a share (the first iteration is a
+warm-up and left out of the mean). With `--rollout-engine vllm` generation includes loading the new weights.
+Then it samples the same rollout batch batched (one generate() call, left padding) and one prompt at a time,
+and prints the ratio. Default:
 a tiny random Llama on CPU; `--policy` takes any checkpoint directory, e.g. SmolLM2-135M prepared by
 `sampler.engines.smollm2.prepare_smollm2_checkpoint`.
 """
@@ -45,6 +48,19 @@ def write_prompts(path: Path, count: int) -> Path:
     return path
 
 
+def print_steps(log: list[dict[str, float]]) -> None:
+    """Each PPO step's time split into generate / score / train, and generation's share of the step."""
+    print("per PPO step:    generate      score      train   generate share")
+    for entry in log:
+        generate, score = entry["time/generation"], entry["time/scoring"]
+        train = entry["time/passes"] + entry["time/optimisation"]
+        total = generate + score + train
+        print(
+            f"  step {int(entry['iteration']):>3}  {generate:8.2f} s {score:8.2f} s {train:8.2f} s"
+            f"   {100 * generate / total:5.1f} %"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", type=Path, help="Policy checkpoint directory (default: a tiny random Llama).")
@@ -55,6 +71,7 @@ def main() -> None:
     parser.add_argument("--minibatch-size", type=int, default=8)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--rollout-engine", default="transformers", help="transformers or vllm (GPU).")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -80,8 +97,10 @@ def main() -> None:
             eval_every=args.iterations,
             eval_prompts=8,
             device=args.device,
+            rollout_engine=args.rollout_engine,
         )
         metrics = train_ppo(config)
+        print_steps(metrics["log"])
         timed = metrics["log"][1:] or metrics["log"]
         seconds = {phase: sum(entry[f"time/{phase}"] for entry in timed) / len(timed) for phase in PHASES}
         total = sum(seconds.values())

@@ -163,3 +163,10 @@ def test_the_previous_pin_could_not(saved_policy: Path) -> None:
     problems = unreadable(saved_policy, READERS["0.11.0"])
     assert any("config.json is written by transformers 5" in p for p in problems), problems
     assert any("'TokenizersBackend'" in p for p in problems), problems
+
+
+def test_the_trainer_image_is_built_on_the_same_vllm_release() -> None:
+    """PPO and rejection sampling generate with vLLM (--rollout-engine vllm) in the trainer image too."""
+    trainer = REPO / "docker" / "trainer.Dockerfile"
+    image = next(args[0] for instruction, args in dockerfile_instructions(trainer) if instruction == "FROM")
+    assert image == f"vllm/vllm-openai:v{pinned_vllm()}"

@@ -10,6 +10,12 @@ loss). Log-probabilities are recomputed with logits divided by the sampling temp
 "test" prompts are scored every `eval_every` iterations; `early_stopping_patience` evaluations without
 a new best stop the run, which then returns the best evaluated policy.
 
+Rollouts come from a rollout engine (`rollout_engine`: transformers in this process, or vLLM on GPU with the
+new weights loaded after each update; training/rollout_engine.py). Under torchrun the run is data-parallel:
+each process samples its generation calls and scores its share, the no-grad passes and every minibatch are split
+across processes, DDP (or FSDP2 with `fsdp`) averages the gradients, and rank 0 writes; the same global batch and
+`generation_batch_size` end where one process does (training/ppo_update.py, training/ppo_models.py).
+
 A run writes a resumable checkpoint every `checkpoint_every` iterations (policy, value model, both
 optimizers, iteration, log, RNG) beside the output directory, which appears complete or not at all.
 Reference: Huang et al., "The N Implementation Details of RLHF with PPO" (2024).
@@ -32,19 +38,15 @@ import torch
 from training import ppo_math
 from training.checkpointing import RunFiles, config_record, recovered, save_atomically
 from training.cli import option
-from training.policy import (
-    Policy,
-    load_policy,
-    load_value_model,
-    mixed_precision,
-    resolve_device,
-    save_policy,
-    token_values,
-    training_dtype,
-)
+from training.distributed import Runtime, barrier
+from training.distributed import runtime as distributed_runtime
+from training.policy import Policy, load_policy, mixed_precision, save_policy, training_dtype
 from training.policy_plots import plot_ppo_curves
-from training.rollout import PromptRow, Rollout, encode_prompts, generate, load_prompts, response_logprobs
-from training.scoring import PiecewiseScorer, Scorer
+from training.ppo_models import PolicyModels, load_model_states, load_models, model_states, unsharded_policy
+from training.ppo_update import make_experience, optimise
+from training.rollout import PromptRow, encode_prompts, load_prompts
+from training.rollout_engine import ENGINES, RolloutEngine, Sampling, distributed_rollout, make_engine
+from training.scoring import PiecewiseScorer, Scorer, sharded_scorer
 
 BEST_DIR = "best"
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -110,20 +112,22 @@ class PPOConfig:
     bf16: bool | None = field(default=None, metadata=option("bf16 compute, fp32 weights (auto: on GPU only)."))
     """Compute in bf16 under autocast, the frozen reference stored in bf16 (default: on GPU only); the trained
     policy and value model keep fp32 weights."""
+    rollout_engine: str = field(default="transformers", metadata=option("transformers (this process) or vllm (GPU)."))
+    """What rollouts are sampled with (training/rollout_engine.py): vllm loads the new weights after each update."""
+    generation_batch_size: int | None = field(
+        default=None, metadata=option("Prompts per generation call (default: a process's share of the step).")
+    )
+    """Each call samples under its own seed: the same value gives the same rollouts on any number of processes."""
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata=option("vllm: share of the GPU for its weights and KV cache (training has the rest).")
+    )
+    fsdp: bool = field(default=False, metadata=option("Under torchrun: shard the models (FSDP2) instead of DDP."))
+    """Under torchrun, shard parameters, gradients and optimizer states of the policy and value model (and the
+    reference) across processes instead of replicating them (DDP)."""
     stop_after_iterations: int | None = None
     """Stop (with a checkpoint) after this many iterations: for tests that simulate a killed run."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes recorded with the run."""
-
-
-@dataclass
-class _Models:
-    policy: Policy
-    reference: Policy
-    value: Any
-    value_init: str
-    policy_optimizer: torch.optim.Optimizer
-    value_optimizer: torch.optim.Optimizer
 
 
 @dataclass
@@ -146,87 +150,135 @@ class _Evaluations:
         return False
 
 
-@dataclass
-class Experience:
-    """A scored rollout with everything the optimisation pass needs, (batch, response length) tensors."""
-
-    rollout: Rollout
-    scores: torch.Tensor
-    """R_c per response, (batch,)."""
-    logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
-    values: torch.Tensor
-    entropy: torch.Tensor
-    rewards: torch.Tensor
-    kl: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-
-
 def train_ppo(config: PPOConfig, *, scorer: Scorer | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) PPO; returns the metrics also written to `metrics.json` in the output directory."""
+    """Run (or resume) PPO, on one process or data-parallel under torchrun; returns the metrics also written to
+    `metrics.json` in the output directory (by the main process)."""
     _check(config)
-    device = resolve_device(config.device)
-    dtype = training_dtype(device, config.bf16)
+    runtime = distributed_runtime(config.device)
+    if config.minibatch_size % runtime.world:
+        raise ValueError(
+            f"minibatch_size ({config.minibatch_size}) must be a multiple of the {runtime.world} processes"
+        )
+    dtype = training_dtype(runtime.device, config.bf16)
     torch.manual_seed(config.seed)
-    models = _load_models(config, device, dtype)
-    scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(device))
+    models = load_models(config, runtime, dtype)
+    engine = make_engine(
+        config.rollout_engine,
+        models.policy,
+        runtime,
+        checkpoint=str(config.policy),
+        sharded=models.sharded,
+        dtype=dtype,
+        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+    )
+    scorer = scorer or PiecewiseScorer(config.reward_helpfulness, config.reward_safety, device=str(runtime.device))
     train_rows = load_prompts(config.prompts, "train")
     if not train_rows:
         raise ValueError(NO_TRAIN_PROMPTS.format(path=config.prompts))
     heldout_rows = load_prompts(config.prompts, "test")[: config.eval_prompts]
-    heldout_split = "test" if heldout_rows else "train"
-    heldout_rows = heldout_rows or train_rows[: config.eval_prompts]
+    run = _Run(config, models, engine, sharded_scorer(scorer, runtime), dtype, train_rows, heldout_rows, "test")
+    if not heldout_rows:
+        run.heldout_rows, run.heldout_split = train_rows[: config.eval_prompts], "train"
+    try:
+        return _iterate(run, progress)
+    finally:
+        engine.close()
 
+
+@dataclass
+class _Run:
+    config: PPOConfig
+    models: PolicyModels
+    engine: RolloutEngine
+    scorer: Scorer
+    dtype: torch.dtype
+    train_rows: list[PromptRow]
+    heldout_rows: list[PromptRow]
+    heldout_split: str
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.models.runtime
+
+    def heldout_reward(self) -> float:
+        with mixed_precision(self.runtime.device, self.dtype):
+            return heldout_reward(
+                self.models.policy, self.engine, self.scorer, self.heldout_rows, self.config, self.runtime
+            )
+
+
+def _iterate(run: _Run, progress: Progress | None) -> dict[str, Any]:
+    """The iterations from where the run stands, then the policy directory (see train_ppo)."""
+    config, models, runtime = run.config, run.models, run.runtime
     files = RunFiles(config.output_dir)
     iteration, log, evaluations = 0, list[dict[str, float]](), _Evaluations()
     saved = files.load_state()
     if saved is not None:
         iteration, log, evaluations = _restore(saved, models)
     else:
-        with mixed_precision(device, dtype):
-            evaluations.before = heldout_reward(models.policy, scorer, heldout_rows, config)
+        evaluations.before = run.heldout_reward()
         evaluations.record(0, evaluations.before)
 
     stopped_early = False
     while iteration < config.iterations:
         iteration += 1
-        with mixed_precision(device, dtype):
-            entry = ppo_iteration(models, scorer, train_rows, config, iteration)
+        with mixed_precision(runtime.device, run.dtype):
+            entry = ppo_iteration(models, run.engine, run.scorer, run.train_rows, config, iteration)
         if iteration % config.eval_every == 0 or iteration == config.iterations:
-            with mixed_precision(device, dtype):
-                entry["eval/heldout_reward"] = heldout_reward(models.policy, scorer, heldout_rows, config)
+            entry["eval/heldout_reward"] = run.heldout_reward()
             if evaluations.record(iteration, entry["eval/heldout_reward"]):
-                save_atomically(files.work / BEST_DIR, lambda directory: save_policy(models.policy, directory))
+                best = unsharded_policy(models, config.policy)
+                if best is not None and runtime.main:
+                    save_atomically(files.work / BEST_DIR, partial(save_policy, best))
             stopped_early = evaluations.without_improvement >= config.early_stopping_patience
         log.append(entry)
-        if progress is not None:
+        if progress is not None and runtime.main:
             progress(iteration, config.iterations, entry)
         if stopped_early:
             break
         stopping = config.stop_after_iterations is not None and iteration >= config.stop_after_iterations
         if iteration % config.checkpoint_every == 0 or (stopping and iteration < config.iterations):
-            files.save_state(_resume_state(models, iteration, log, evaluations))
+            state = _resume_state(models, iteration, log, evaluations)
+            if runtime.main:
+                files.save_state(state)
         if stopping and iteration < config.iterations:
+            barrier(runtime)
             return {"stopped_at_iteration": iteration, "iterations": config.iterations}
+    return _finish(run, files, log, evaluations, iteration, stopped_early)
 
+
+def _finish(
+    run: _Run,
+    files: RunFiles,
+    log: list[dict[str, float]],
+    evaluations: _Evaluations,
+    iteration: int,
+    stopped_early: bool,
+) -> dict[str, Any]:
+    """The metrics, and the policy directory written by the main process: the best evaluated policy when the run
+    stopped early, else the last one."""
+    config, models = run.config, run.models
     metrics: dict[str, Any] = {
         "config": config_record(config),
         "log": log,
         "evaluations": evaluations.history,
-        "heldout_split": heldout_split,
+        "heldout_split": run.heldout_split,
         "heldout_reward_before": evaluations.before,
         "heldout_reward_after": evaluations.best if stopped_early else evaluations.history[-1]["eval/heldout_reward"],
         "iterations_run": iteration,
         "stopped_early": stopped_early,
         "policy_from_iteration": evaluations.best_iteration if stopped_early else iteration,
         "value_init": models.value_init,
+        "processes": run.runtime.world,
     }
-    final = models.policy
-    if stopped_early:  # the best evaluated policy, not the one that stopped improving
-        best = config.policy if evaluations.best_iteration == 0 else recovered(files.work / BEST_DIR)
-        final = load_policy(best, device=device, dtype=torch.float32, trainable=False)
-    files.finish(partial(_write_policy, final, metrics))
+    final = None if stopped_early else unsharded_policy(models, config.policy)
+    if run.runtime.main:
+        if stopped_early:  # the best evaluated policy, not the one that stopped improving
+            best = config.policy if evaluations.best_iteration == 0 else recovered(files.work / BEST_DIR)
+            final = load_policy(best, device=run.runtime.device, dtype=torch.float32, trainable=False)
+        assert final is not None
+        files.finish(partial(_write_policy, final, metrics))
+    barrier(run.runtime)
     return metrics
 
 
@@ -241,29 +293,12 @@ def _check(config: PPOConfig) -> None:
     for name in ("iterations", "minibatch_size", "micro_batch_size", "eval_every", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.rollout_engine not in ENGINES:
+        raise ValueError(f"rollout_engine must be one of {', '.join(ENGINES)}, got {config.rollout_engine!r}")
 
 
-def _load_models(config: PPOConfig, device: torch.device, dtype: torch.dtype) -> _Models:
-    """The trained policy and value model in fp32 (computing under autocast); the frozen reference in `dtype`."""
-    policy = load_policy(config.policy, device=device, dtype=torch.float32)
-    reference = load_policy(config.policy, device=device, dtype=dtype, trainable=False)
-    value, value_init = load_value_model(
-        config.policy, policy.tokenizer, config.reward_helpfulness, device=device, dtype=torch.float32
-    )
-
-    def adamw(model: Any, learning_rate: float) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            model.parameters(),
-            lr=learning_rate,
-            betas=config.adam_betas,
-            eps=config.adam_eps,
-            weight_decay=config.weight_decay,
-        )
-
-    value_lr = config.value_learning_rate if config.value_learning_rate is not None else config.learning_rate
-    return _Models(
-        policy, reference, value, value_init, adamw(policy.model, config.learning_rate), adamw(value, value_lr)
-    )
+def _sampling(config: PPOConfig) -> Sampling:
+    return Sampling(config.temperature, config.top_p, config.max_new_tokens)
 
 
 def _iteration_seed(config: PPOConfig, iteration: int) -> int:
@@ -281,21 +316,29 @@ def _timed(entry: dict[str, float], name: str, device: torch.device) -> Iterator
 
 
 def ppo_iteration(
-    models: _Models, scorer: Scorer, rows: Sequence[PromptRow], config: PPOConfig, iteration: int
+    models: PolicyModels,
+    engine: RolloutEngine,
+    scorer: Scorer,
+    rows: Sequence[PromptRow],
+    config: PPOConfig,
+    iteration: int,
 ) -> dict[str, float]:
-    """One rollout batch and one optimisation pass over it; returns the iteration's log entry."""
-    device = next(models.policy.model.parameters()).device
+    """One rollout batch and one optimisation pass over it; returns the iteration's log entry (the same on every
+    process). Each process samples its generation calls and scores its share, and every process then holds the
+    whole scored rollout; the no-grad passes and the gradients are split across processes."""
+    device = models.runtime.device
     seed = _iteration_seed(config, iteration)
     batch = random.Random(seed).choices(list(rows), k=config.rollout_batch_size)
     entry: dict[str, float] = {"iteration": iteration}
     with _timed(entry, "generation", device):
-        rollout = generate(
+        rollout = distributed_rollout(
+            engine,
             models.policy,
             encode_prompts(models.policy, [row.prompt for row in batch]),
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
+            _sampling(config),
             seed=seed,
+            call_size=config.generation_batch_size,
+            runtime=models.runtime,
         )
     with _timed(entry, "scoring", device):
         scores = scorer.probability([row.prompt for row in batch], rollout.texts, [row.is_safety for row in batch])
@@ -303,6 +346,7 @@ def ppo_iteration(
         experience = make_experience(models, rollout, torch.tensor(scores, device=device), config)
     with _timed(entry, "optimisation", device):
         stats = optimise(models, experience, config, seed)
+    engine.sync_weights(models.policy.model)  # the engine generates with the updated weights from now on
     mask = rollout.mask
     entry.update(
         {
@@ -319,103 +363,36 @@ def ppo_iteration(
     return entry
 
 
-@torch.no_grad()
-def make_experience(models: _Models, rollout: Rollout, scores: torch.Tensor, config: PPOConfig) -> Experience:
-    """Old and reference log-probabilities, values and entropy (micro-batched), then rewards and advantages."""
-    start = rollout.query.shape[1]
-    parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "ref": [], "values": [], "entropy": []}
-    for first in range(0, rollout.response.shape[0], config.micro_batch_size):
-        part = rollout.rows(slice(first, first + config.micro_batch_size))
-        logprobs, entropy = response_logprobs(models.policy.model, part, config.temperature, with_entropy=True)
-        ref_logprobs, _ = response_logprobs(models.reference.model, part, config.temperature)
-        values = token_values(models.value, part.input_ids, part.attention_mask, part.position_ids)
-        assert entropy is not None
-        parts["logprobs"].append(logprobs)
-        parts["ref"].append(ref_logprobs)
-        parts["values"].append(values[:, start - 1 : -1])
-        parts["entropy"].append(entropy)
-    logprobs, ref_logprobs, values, entropy = (torch.cat(parts[key]) for key in parts)
-    mask = rollout.mask
-    rewards, kl = ppo_math.token_rewards(
-        ppo_math.whitened_logit(scores.float()),
-        logprobs,
-        ref_logprobs,
-        mask,
-        beta=config.kl_beta,
-        missing_eos=~rollout.ended,
-        missing_eos_penalty=config.missing_eos_penalty,
-    )
-    advantages, returns = ppo_math.generalized_advantages(
-        rewards, values * mask, mask, gamma=config.gamma, lam=config.lam
-    )
-    return Experience(rollout, scores, logprobs, ref_logprobs, values * mask, entropy, rewards, kl, advantages, returns)
-
-
-def optimise(models: _Models, experience: Experience, config: PPOConfig, seed: int) -> dict[str, float]:
-    """One pass over the rollout in shuffled minibatches, one policy and one value step per minibatch."""
-    rollout = experience.rollout
-    start = rollout.query.shape[1]
-    order = torch.randperm(rollout.response.shape[0], generator=torch.Generator().manual_seed(seed))
-    totals = {"ppo/policy_loss": 0.0, "ppo/value_loss": 0.0, "ppo/clipfrac": 0.0, "ppo/approx_kl": 0.0}
-    micro_batches = 0
-    for first in range(0, len(order), config.minibatch_size):
-        minibatch = order[first : first + config.minibatch_size]
-        models.policy_optimizer.zero_grad(set_to_none=True)
-        models.value_optimizer.zero_grad(set_to_none=True)
-        for micro_first in range(0, len(minibatch), config.micro_batch_size):
-            index = minibatch[micro_first : micro_first + config.micro_batch_size].to(rollout.query.device)
-            part, mask, share = rollout.rows(index), rollout.mask[index], len(index) / len(minibatch)
-            logprobs, _ = response_logprobs(models.policy.model, part, config.temperature)
-            loss, stats = ppo_math.policy_loss(
-                logprobs, experience.logprobs[index], experience.advantages[index], mask, clip=config.clip_range
-            )
-            values = token_values(models.value, part.input_ids, part.attention_mask, part.position_ids)
-            value_loss = ppo_math.value_loss(
-                values[:, start - 1 : -1] * mask,
-                experience.values[index],
-                experience.returns[index],
-                mask,
-                clip=config.value_clip,
-            )
-            (loss * share).backward()
-            (value_loss * share).backward()
-            totals["ppo/policy_loss"] += loss.item()
-            totals["ppo/value_loss"] += value_loss.item()
-            totals["ppo/clipfrac"] += stats["ppo/clipfrac"].item()
-            totals["ppo/approx_kl"] += stats["ppo/approx_kl"].item()
-            micro_batches += 1
-        torch.nn.utils.clip_grad_norm_(models.policy.model.parameters(), config.max_grad_norm)
-        torch.nn.utils.clip_grad_norm_(models.value.parameters(), config.max_grad_norm)
-        models.policy_optimizer.step()
-        models.value_optimizer.step()
-    return {name: total / micro_batches for name, total in totals.items()}
-
-
-def heldout_reward(policy: Policy, scorer: Scorer, rows: Sequence[PromptRow], config: PPOConfig) -> float:
+def heldout_reward(
+    policy: Policy,
+    engine: RolloutEngine,
+    scorer: Scorer,
+    rows: Sequence[PromptRow],
+    config: PPOConfig,
+    runtime: Runtime,
+) -> float:
     """Mean R_c of one sampled response per held-out prompt, under a fixed seed so evaluations compare."""
     prompts = [row.prompt for row in rows]
-    rollout = generate(
+    rollout = distributed_rollout(
+        engine,
         policy,
         encode_prompts(policy, prompts),
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens,
+        _sampling(config),
         seed=config.seed,
-        batch_size=config.rollout_batch_size,
+        call_size=config.generation_batch_size or min(config.rollout_batch_size, -(-len(prompts) // runtime.world)),
+        runtime=runtime,
     )
     scores = scorer.probability(prompts, rollout.texts, [row.is_safety for row in rows])
     return sum(scores) / len(scores)
 
 
 def _resume_state(
-    models: _Models, iteration: int, log: list[dict[str, float]], evaluations: _Evaluations
+    models: PolicyModels, iteration: int, log: list[dict[str, float]], evaluations: _Evaluations
 ) -> dict[str, Any]:
-    """Both models and optimizers, the iteration, log and evaluations, and the RNG states."""
+    """Both models and optimizers (whole, a collective call when sharded), the iteration, log and evaluations, and
+    the RNG states."""
     return {
-        "policy": models.policy.model.state_dict(),
-        "value": models.value.state_dict(),
-        "policy_optimizer": models.policy_optimizer.state_dict(),
-        "value_optimizer": models.value_optimizer.state_dict(),
+        **model_states(models),
         "iteration": iteration,
         "log": log,
         "evaluations": asdict(evaluations),
@@ -423,12 +400,9 @@ def _resume_state(
     }
 
 
-def _restore(state: dict[str, Any], models: _Models) -> tuple[int, list[dict[str, float]], _Evaluations]:
+def _restore(state: dict[str, Any], models: PolicyModels) -> tuple[int, list[dict[str, float]], _Evaluations]:
     """Put a saved state back into the models, optimizers and RNGs; the iteration, log and evaluations."""
-    models.policy.model.load_state_dict(state["policy"])
-    models.value.load_state_dict(state["value"])
-    models.policy_optimizer.load_state_dict(state["policy_optimizer"])
-    models.value_optimizer.load_state_dict(state["value_optimizer"])
+    load_model_states(state, models)
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     return state["iteration"], state["log"], _Evaluations(**state["evaluations"])

@@ -1,9 +1,13 @@
-"""`python -m training.ppo_cli`: PPO on a policy with the Llama 2 piecewise reward, with a progress bar."""
+"""`python -m training.ppo_cli`: PPO on a policy with the Llama 2 piecewise reward, with a progress bar.
+
+Under `torchrun --nproc_per_node N python -m training.ppo_cli ...` it trains data-parallel (`--fsdp`: sharded).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = config_from_arguments(PPOConfig, parser().parse_args(argv))
-    with tqdm(desc="PPO", unit="iteration") as bar:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with tqdm(desc="PPO", unit="iteration", disable=not main_process) as bar:
 
         def progress(step: int, total: int, entry: dict[str, float]) -> None:
             bar.total = total
@@ -35,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         metrics = train_ppo(config, progress=progress)
     summary = ("heldout_reward_before", "heldout_reward_after", "iterations_run", "stopped_early", "value_init")
-    print(json.dumps({key: metrics[key] for key in summary if key in metrics}))
+    if main_process:
+        print(json.dumps({key: metrics[key] for key in summary if key in metrics}))
     return metrics
 
 

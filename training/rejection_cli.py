@@ -1,9 +1,13 @@
-"""`python -m training.rejection_cli`: rejection-sampling fine-tuning (best of K, then SFT), with a progress bar."""
+"""`python -m training.rejection_cli`: rejection-sampling fine-tuning (best of K, then SFT), with a progress bar.
+
+Under `torchrun --nproc_per_node N python -m training.rejection_cli ...` it samples and fine-tunes data-parallel.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = config_from_arguments(RejectionSamplingConfig, parser().parse_args(argv))
-    with tqdm(desc="fine-tuning on the best samples", unit="step") as bar:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with tqdm(desc="fine-tuning on the best samples", unit="step", disable=not main_process) as bar:
 
         def progress(step: int, total: int, entry: dict[str, float]) -> None:
             bar.total = total
@@ -44,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         metrics = train_rejection_sampling(config, progress=progress)
     shown = ("prompts", "mean_best_score", "mean_sample_score", "from_earlier_iterations")
-    print(json.dumps({key: metrics[key] for key in shown}))
+    if main_process and "prompts" in metrics:
+        print(json.dumps({key: metrics[key] for key in shown}))
     return metrics
 
 

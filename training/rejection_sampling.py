@@ -10,13 +10,14 @@ data is written to `training_samples.jsonl` (each line says where it came from),
 fine-tuned on it with the loss on response tokens only. The output directory is a Hugging Face policy
 directory, so PPO can start from it (the paper's combination: rejection sampling first, then PPO).
 Sampling and pooling are done once and kept in the work directory; the fine-tuning writes a resumable
-checkpoint every `checkpoint_every` steps.
+checkpoint every `checkpoint_every` steps. Under torchrun each process draws its generation calls
+(`generation_batch_size` sequences, each call under its own seed) and scores its share, every process then holds
+all the samples, and the fine-tuning runs data-parallel (training/fine_tuning.py); rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,24 +26,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from training.checkpointing import RunFiles, config_record, step_state
+from training.checkpointing import RunFiles, config_record
 from training.cli import option
-from training.data import bucketed_order
-from training.policy import Policy, load_policy, mixed_precision, resolve_device, save_policy, training_dtype
+from training.distributed import Runtime, barrier, full_model_state, shard
+from training.distributed import runtime as distributed_runtime
+from training.fine_tuning import IGNORE_INDEX, FineTuning, fine_tune, response_loss_sum, sft_batch
+from training.policy import Policy, load_policy, mixed_precision, save_policy, training_dtype
 from training.policy_plots import plot_rejection_sampling
 from training.ppo import Progress
-from training.rollout import PromptRow, encode_prompts, generate, load_prompts
-from training.schedule import cosine_with_warmup, warmup_steps
-from training.scoring import PiecewiseScorer, Scorer
+from training.rollout import PromptRow, encode_prompts, load_prompts
+from training.rollout_engine import (
+    ENGINES,
+    RolloutEngine,
+    Sampling,
+    TransformersRolloutEngine,
+    distributed_rollout,
+    make_engine,
+)
+from training.scoring import PiecewiseScorer, Scorer, sharded_scorer
+
+__all__ = ["IGNORE_INDEX", "response_loss_sum", "sft_batch"]  # fine-tuning pieces long imported from here
 
 SAMPLES_FILE = "best_samples.jsonl"
 TRAINING_FILE = "training_samples.jsonl"
 THIS_RUN = ""
 """The `source` of a training sample that this run drew (the others name the earlier file they came from)."""
-IGNORE_INDEX = -100
-"""The label of a token the loss skips (prompt and padding)."""
 
 
 @dataclass
@@ -87,6 +96,12 @@ class RejectionSamplingConfig:
     """Stop (with a checkpoint) after this many steps: for tests that simulate a killed run."""
     earlier_samples: list[Path] = field(default_factory=list)
     """Earlier iterations' `best_samples.jsonl` files, whose samples for the same prompts join the pool."""
+    rollout_engine: str = field(default="transformers", metadata=option("transformers (this process) or vllm (GPU)."))
+    """What the samples are drawn with (training/rollout_engine.py)."""
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata=option("vllm: share of the GPU for its weights and KV cache (training has the rest).")
+    )
+    fsdp: bool = field(default=False, metadata=option("Under torchrun: shard the model (FSDP2) instead of DDP."))
     include_earlier_samples: bool = field(
         default=True,
         metadata=option(
@@ -134,19 +149,27 @@ def best_of(replies: Sequence[str], scores: Sequence[float], ended: Sequence[boo
 
 
 def sample_best(
-    policy: Policy, scorer: Scorer, rows: Sequence[PromptRow], config: RejectionSamplingConfig
+    policy: Policy,
+    scorer: Scorer,
+    rows: Sequence[PromptRow],
+    config: RejectionSamplingConfig,
+    *,
+    engine: RolloutEngine | None = None,
+    runtime: Runtime | None = None,
 ) -> list[BestSample]:
-    """K samples for each prompt (the K copies of a prompt sampled together), scored, the best kept."""
+    """K samples for each prompt (the K copies of a prompt sampled together, `generation_batch_size` sequences
+    per call), scored, the best kept. Under torchrun each process draws its calls (and `scorer`, sharded, scores
+    its share); every process gets all the samples."""
     k = config.samples_per_prompt
     repeated = [row for row in rows for _ in range(k)]
-    rollout = generate(
+    rollout = distributed_rollout(
+        engine or TransformersRolloutEngine(policy),
         policy,
         encode_prompts(policy, [row.prompt for row in repeated]),
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens,
+        Sampling(config.temperature, config.top_p, config.max_new_tokens),
         seed=config.seed,
-        batch_size=config.generation_batch_size,
+        call_size=config.generation_batch_size,
+        runtime=runtime or Runtime(0, 1, next(policy.model.parameters()).device),
     )
     scores = scorer.probability([r.prompt for r in repeated], rollout.texts, [r.is_safety for r in repeated])
     ended = rollout.ended.tolist()
@@ -207,94 +230,73 @@ def encode_example(policy: Policy, sample: BestSample | TrainingSample, max_leng
     return ids[:max_length], len(prompt)
 
 
-def sft_batch(examples: Sequence[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids and attention_mask, and labels that are IGNORE_INDEX on prompt and padding."""
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    for row, (ids, prompt_length) in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over the labelled (response) tokens, and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    targets = batch["labels"][:, 1:]
-    loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss, int((targets != IGNORE_INDEX).sum())
-
-
 def train_rejection_sampling(
     config: RejectionSamplingConfig, *, scorer: Scorer | None = None, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Sample, keep the best, fine-tune; returns the metrics also written to `metrics.json`."""
+    """Sample, keep the best, fine-tune, on one process or data-parallel under torchrun; returns the metrics also
+    written to `metrics.json` (by the main process)."""
     if config.samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt must be at least 1, got {config.samples_per_prompt}")
-    device = resolve_device(config.device)
-    dtype = training_dtype(device, config.bf16)
+    if config.rollout_engine not in ENGINES:
+        raise ValueError(f"rollout_engine must be one of {', '.join(ENGINES)}, got {config.rollout_engine!r}")
+    runtime = distributed_runtime(config.device)
+    dtype = training_dtype(runtime.device, config.bf16)
     torch.manual_seed(config.seed)
-    policy = load_policy(config.policy, device=device, dtype=torch.float32)  # fp32 weights, bf16 compute
+    policy = load_policy(config.policy, device=runtime.device, dtype=torch.float32)  # fp32 weights, bf16 compute
+    sharded = runtime.distributed and config.fsdp
+    if sharded:
+        shard(policy.model, runtime)
     files = RunFiles(config.output_dir)
-    scorers = _LazyScorer(config, scorer, device)
-    samples = _best_samples(config, policy, scorers, files, device, dtype)
-    training = _training_samples(config, samples, scorers, files)
+    kept = {name: (files.work / name).exists() for name in (SAMPLES_FILE, TRAINING_FILE)}
+    barrier(runtime)  # every process has seen what an earlier attempt left before the main one writes anything
+    scorers = _LazyScorer(config, scorer, runtime)
+    samples = _best_samples(config, policy, scorers, files, runtime, dtype, kept[SAMPLES_FILE], sharded)
+    training = _training_samples(config, samples, scorers, files, runtime, kept[TRAINING_FILE])
+    if sharded:  # sampling's forward passes left the root's parameters gathered; the optimizer needs the shards
+        policy.model.reshard()
 
     examples = [encode_example(policy, sample, config.max_length) for sample in training]
-    order = bucketed_order([len(ids) for ids, _ in examples], config.micro_batch_size, config.seed)
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = per_epoch * config.epochs
-    warmup = warmup_steps(total, minimum=1)
-    model = policy.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total_steps=total, warmup=warmup)
+    settings = FineTuning(
+        config.learning_rate,
+        config.weight_decay,
+        config.max_grad_norm,
+        config.epochs,
+        config.batch_size,
+        config.micro_batch_size,
+        config.seed,
+        config.checkpoint_every,
+        config.stop_after_steps,
     )
-    step, log = 0, list[dict[str, float]]()
-    saved = files.load_state()
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        step, log = saved["step"], saved["log"]
-
-    while step < total:
-        start = (step % per_epoch) * config.batch_size
-        chunk = order[start : start + config.batch_size]
-        micro = [chunk[i : i + config.micro_batch_size] for i in range(0, len(chunk), config.micro_batch_size)]
-        batches = [
-            {k: v.to(device) for k, v in sft_batch([examples[i] for i in m], policy.pad_token_id).items()}
-            for m in micro
-        ]
-        optimizer.zero_grad(set_to_none=True)
-        loss = _accumulate(model, batches, device, dtype)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        entry = {
-            "step": step,
-            "sft/loss": loss,
-            "sft/grad_norm": float(grad_norm),
-            "sft/lr": optimizer.param_groups[0]["lr"],
-        }
-        log.append(entry)
-        if progress is not None:
-            progress(step, total, entry)
-        stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
-        if step % config.checkpoint_every == 0 or stopping:
-            files.save_state(step_state(model.state_dict(), optimizer.state_dict(), scheduler, step, log))
-        if stopping:
-            return {"stopped_at_step": step, "total_steps": total}
-
-    metrics = _metrics(config, samples, training, total, log)
-    files.finish(partial(_write_policy, policy, samples, metrics, files.work))
+    done = fine_tune(
+        policy.model,
+        examples,
+        settings,
+        pad_token_id=policy.pad_token_id,
+        files=files,
+        runtime=runtime,
+        sharded=sharded,
+        dtype=dtype,
+        progress=progress,
+    )
+    if done.stopped:
+        barrier(runtime)
+        return {"stopped_at_step": done.step, "total_steps": done.total}
+    metrics = _metrics(config, samples, training, done.total, done.log)
+    final = _unsharded(policy, config, runtime) if sharded else policy
+    if runtime.main:
+        files.finish(partial(_write_policy, final, samples, metrics, files.work))
+    barrier(runtime)
     return metrics
+
+
+def _unsharded(policy: Policy, config: RejectionSamplingConfig, runtime: Runtime) -> Policy:
+    """The fine-tuned weights gathered (a collective call) into an ordinary copy of the policy on the main process."""
+    state = full_model_state(policy.model)
+    if not runtime.main:
+        return policy
+    copy = load_policy(config.policy, device=torch.device("cpu"), dtype=torch.float32, trainable=False)
+    copy.model.load_state_dict(state)
+    return copy
 
 
 def _metrics(
@@ -330,14 +332,17 @@ def _metrics(
 class _LazyScorer:
     """The run's R_c, loaded the first time something needs scoring (a resumed run may need none)."""
 
-    def __init__(self, config: RejectionSamplingConfig, given: Scorer | None, device: torch.device) -> None:
-        self.config, self.loaded, self.device = config, given, device
+    def __init__(self, config: RejectionSamplingConfig, given: Scorer | None, runtime: Runtime) -> None:
+        self.config, self.given, self.runtime = config, given, runtime
+        self.loaded: Scorer | None = None
 
     def get(self) -> Scorer:
+        """The scorer, sharded across processes under torchrun."""
         if self.loaded is None:
-            self.loaded = PiecewiseScorer(
-                self.config.reward_helpfulness, self.config.reward_safety, device=str(self.device)
+            scorer = self.given or PiecewiseScorer(
+                self.config.reward_helpfulness, self.config.reward_safety, device=str(self.runtime.device)
             )
+            self.loaded = sharded_scorer(scorer, self.runtime)
         return self.loaded
 
 
@@ -350,16 +355,22 @@ def _write_lines(path: Path, rows: Sequence[Any]) -> None:
 
 
 def _training_samples(
-    config: RejectionSamplingConfig, samples: list[BestSample], scorers: _LazyScorer, files: RunFiles
+    config: RejectionSamplingConfig,
+    samples: list[BestSample],
+    scorers: _LazyScorer,
+    files: RunFiles,
+    runtime: Runtime,
+    kept: bool,
 ) -> list[TrainingSample]:
     """The fine-tuning data: this run's best samples pooled with earlier iterations' (unless switched off),
-    made once and kept in the work directory."""
+    made once and kept in the work directory (`kept`: an earlier attempt made it)."""
     path = files.work / TRAINING_FILE
-    if path.exists():
+    if kept:
         return [TrainingSample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
     earlier = config.earlier_samples if config.include_earlier_samples else []
     training = pool_with_earlier(samples, earlier, scorers.get() if earlier else None)
-    _write_lines(path, training)
+    if runtime.main:
+        _write_lines(path, training)
     return training
 
 
@@ -368,36 +379,37 @@ def _best_samples(
     policy: Policy,
     scorers: _LazyScorer,
     files: RunFiles,
-    device: torch.device,
+    runtime: Runtime,
     dtype: torch.dtype,
+    kept: bool,
+    sharded: bool,
 ) -> list[BestSample]:
-    """The best sample of each train prompt: drawn and scored once, then kept in the work directory."""
+    """The best sample of each train prompt: drawn and scored once, then kept in the work directory (`kept`: an
+    earlier attempt drew them). The rollout engine lives only while sampling."""
     samples_path = files.work / SAMPLES_FILE
-    if samples_path.exists():
+    if kept:
         return [BestSample(**json.loads(line)) for line in samples_path.read_text(encoding="utf-8").splitlines()]
     rows = load_prompts(config.prompts, "train")
     if not rows:
         raise ValueError(f"{config.prompts} has no train prompts")
     scorer = scorers.get()
-    with mixed_precision(device, dtype):
-        samples = sample_best(policy, scorer, rows, config)
-    _write_lines(samples_path, samples)
+    engine = make_engine(
+        config.rollout_engine,
+        policy,
+        runtime,
+        checkpoint=str(config.policy),
+        sharded=sharded,
+        dtype=dtype,
+        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+    )
+    try:
+        with mixed_precision(runtime.device, dtype):
+            samples = sample_best(policy, scorer, rows, config, engine=engine, runtime=runtime)
+    finally:
+        engine.close()
+    if runtime.main:
+        _write_lines(samples_path, samples)
     return samples
-
-
-def _accumulate(
-    model: Any, batches: Sequence[dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype
-) -> float:
-    """Forward and backward over one step's micro-batches, the loss a mean over all the step's response tokens;
-    returns that loss."""
-    tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-    loss_sum = 0.0
-    for batch in batches:
-        with mixed_precision(device, dtype):
-            loss, _ = response_loss_sum(model, batch)
-        (loss / max(tokens, 1)).backward()
-        loss_sum += loss.item()
-    return loss_sum / max(tokens, 1)
 
 
 def _write_policy(

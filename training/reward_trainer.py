@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,15 +23,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -40,6 +30,8 @@ from sampler.engines.reward import rewards
 from training.checkpointing import RunFiles, config_record, step_state
 from training.cli import option
 from training.data import EncodedPair, bucketed_order, collate, encode_pairs, has_split, load_pairs, read_manifest
+from training.distributed import Runtime, barrier, full_model_state, full_states, load_states, shard
+from training.distributed import runtime as distributed_runtime
 from training.evaluate import evaluate_reward_model, score_pairs
 from training.reward_model import load_backbone, ranking_loss, save_reward_model
 from training.schedule import cosine_with_warmup, warmup_steps
@@ -88,38 +80,11 @@ class RewardTrainingConfig:
     """Free-form notes recorded with the run (iteration, focus)."""
 
 
-@dataclass
-class _Runtime:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _runtime(config: RewardTrainingConfig) -> _Runtime:
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank = dist.get_rank()
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        return _Runtime(rank=rank, world=dist.get_world_size(), device=device)
-    return _Runtime(rank=0, world=1, device=device)
-
-
 def _steps(count: int, config: RewardTrainingConfig) -> int:
     return math.ceil(count / config.batch_size) * config.epochs
 
 
-def _step_pairs(order: list[int], step: int, config: RewardTrainingConfig, runtime: _Runtime) -> tuple[list[int], int]:
+def _step_pairs(order: list[int], step: int, config: RewardTrainingConfig, runtime: Runtime) -> tuple[list[int], int]:
     """This process's pair indices for an optimizer step, and the step's global pair count."""
     per_epoch = math.ceil(len(order) / config.batch_size)
     start = (step % per_epoch) * config.batch_size
@@ -127,35 +92,18 @@ def _step_pairs(order: list[int], step: int, config: RewardTrainingConfig, runti
     return chunk[runtime.rank :: runtime.world], len(chunk)
 
 
-def _full_states(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Whole (unsharded) model and optimizer state dicts; a collective call when the model is sharded."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
-
-
 def _load_state(
     state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any
 ) -> tuple[int, list[dict[str, float]]]:
     """Put a saved state back into the (possibly sharded) model, its optimizer and scheduler; the step and log."""
-    options = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, state["model"], options=options)
-    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+    load_states(model, optimizer, state["model"], state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["step"], state["log"]
 
 
-def _shard(model: PreTrainedModel, runtime: _Runtime) -> None:
-    """FSDP2: each transformer block is its own shard unit, then the whole model."""
-    mesh = init_device_mesh(runtime.device.type, (runtime.world,))
-    blocks = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Layer", "Block"))]
-    for block in blocks:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-
-
 def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) a training run; returns the metrics also written to `metrics.json`."""
-    runtime = _runtime(config)
+    runtime = distributed_runtime(config.device)
     manifest = read_manifest(config.export_dir)
     torch.manual_seed(config.seed)
     bf16 = runtime.device.type == "cuda" if config.bf16 is None else config.bf16
@@ -164,7 +112,7 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
     model.train()
     sharded = runtime.world > 1 and config.fsdp
     if sharded:
-        _shard(model, runtime)
+        shard(model, runtime)
 
     pairs = encode_pairs(load_pairs(config.export_dir, "train"), tokenizer, config.max_length)
     order = bucketed_order([p.length for p in pairs], config.micro_batch_size, config.seed)
@@ -206,11 +154,11 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
             progress(step, total, entry)
         stopping = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total
         if step % config.checkpoint_every == 0 or stopping:
-            model_state, optimizer_state = _full_states(model, optimizer)
+            model_state, optimizer_state = full_states(model, optimizer)
             if runtime.main:
                 files.save_state(step_state(model_state, optimizer_state, scheduler, step, log))
         if stopping:
-            _barrier(runtime)
+            barrier(runtime)
             return {"stopped_at_step": step, "total_steps": total}
 
     metrics: dict[str, Any] = {}
@@ -218,13 +166,13 @@ def train_reward_model(config: RewardTrainingConfig, *, progress: Progress | Non
     if runtime.main:
         summary = {"export_id": manifest.get("export_id"), "total_steps": total, "warmup_steps": warmup}
         metrics = files.finish(partial(_write_model, config, final, tokenizer, pairs, log, manifest, summary))
-    _barrier(runtime)
+    barrier(runtime)
     return metrics
 
 
 def _accumulate(
     config: RewardTrainingConfig,
-    runtime: _Runtime,
+    runtime: Runtime,
     model: PreTrainedModel,
     trained: Any,
     micro: Sequence[dict[str, torch.Tensor]],
@@ -260,20 +208,15 @@ def _accumulate(
     return loss_sum, correct
 
 
-def _unsharded(model: Any, config: RewardTrainingConfig, runtime: _Runtime, bf16: bool) -> Any:
+def _unsharded(model: Any, config: RewardTrainingConfig, runtime: Runtime, bf16: bool) -> Any:
     """The trained weights gathered (a collective call) into an ordinary model on the main process."""
-    full_state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full_state = full_model_state(model)
     if not runtime.main:
         return model
     final, _ = load_backbone(config.backbone, dtype=torch.bfloat16 if bf16 else torch.float32)
     final.load_state_dict(full_state)
     final.to(runtime.device)  # type: ignore[arg-type]
     return final
-
-
-def _barrier(runtime: _Runtime) -> None:
-    if runtime.world > 1:
-        dist.barrier()
 
 
 def _write_model(

@@ -108,48 +108,72 @@ def generate(
     seed: int,
     batch_size: int | None = None,
 ) -> Rollout:
-    """Sample one response per prompt with model.generate, `batch_size` prompts at a time (all by default)."""
+    """Sample one response per prompt with model.generate, `batch_size` prompts at a time (all by default), the
+    calls drawing one after another from one RNG seeded with `seed`."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive for sampling, got {temperature}")
     device = next(policy.model.parameters()).device
     step = batch_size or len(prompts)
-    chunks = []
     with seeded_rng(seed, device):
-        for start in range(0, len(prompts), step):
-            query, query_mask = left_pad(prompts[start : start + step], policy.pad_token_id)
-            output = policy.model.generate(
-                input_ids=query.to(device),
-                attention_mask=query_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
+        responses = [
+            sample_responses(
+                policy,
+                prompts[start : start + step],
                 temperature=temperature,
                 top_p=top_p,
-                top_k=0,
-                repetition_penalty=1.0,
-                eos_token_id=policy.eos_token_id,
-                pad_token_id=policy.pad_token_id,
+                max_new_tokens=max_new_tokens,
             )
-            chunks.append((query, query_mask, output[:, query.shape[1] :].cpu()))
-    query_width = max(query.shape[1] for query, _, _ in chunks)
-    response_width = max(response.shape[1] for _, _, response in chunks)
-    queries, query_masks, responses = [], [], []
-    for query, query_mask, response in chunks:  # pad chunks to one width: queries left, responses right
-        queries.append(_pad(query, query_width, policy.pad_token_id, left=True))
-        query_masks.append(_pad(query_mask, query_width, 0, left=True))
-        responses.append(_pad(response, response_width, policy.pad_token_id, left=False))
-    response = torch.cat(responses)
+            for start in range(0, len(prompts), step)
+        ]
+    return assemble_rollout(policy, prompts, responses)
+
+
+@torch.no_grad()
+def sample_responses(
+    policy: Policy,
+    prompts: Sequence[list[int]],
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    synced: bool = False,
+) -> torch.Tensor:
+    """One model.generate call over `prompts` (left-padded) under the caller's RNG: the response tokens on the CPU,
+    (prompts, longest response), pad after EOS. `synced`: the model is sharded (FSDP), so every process keeps
+    running forward passes until all of them are done (transformers' `synced_gpus`)."""
+    device = next(policy.model.parameters()).device
+    query, query_mask = left_pad(prompts, policy.pad_token_id)
+    output = policy.model.generate(
+        input_ids=query.to(device),
+        attention_mask=query_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        repetition_penalty=1.0,
+        eos_token_id=policy.eos_token_id,
+        pad_token_id=policy.pad_token_id,
+        synced_gpus=synced,
+    )
+    response: torch.Tensor = output[:, query.shape[1] :].cpu()
+    return response
+
+
+def assemble_rollout(policy: Policy, prompts: Sequence[list[int]], responses: Sequence[torch.Tensor]) -> Rollout:
+    """The Rollout of `prompts` from the responses of consecutive generation calls over them (rows in prompt
+    order): queries left-padded and responses right-padded to one width, nothing kept after the first EOS."""
+    device = next(policy.model.parameters()).device
+    query, query_mask = left_pad(prompts, policy.pad_token_id)
+    width = max(part.shape[1] for part in responses)
+    response = torch.cat([_pad(part.long(), width, policy.pad_token_id, left=False) for part in responses])
     mask = response_mask(response, policy.eos_token_id)
     response = torch.where(mask.bool(), response, policy.pad_token_id)  # nothing after EOS survives
     ended = ends_with_eos(response, policy.eos_token_id)
     contents = [row[row_mask.bool()].tolist() for row, row_mask in zip(response, mask, strict=True)]
     texts = policy.tokenizer.batch_decode(contents, skip_special_tokens=True)
     return Rollout(
-        torch.cat(queries).to(device),
-        torch.cat(query_masks).to(device),
-        response.to(device),
-        mask.to(device),
-        ended.to(device),
-        texts,
+        query.to(device), query_mask.to(device), response.to(device), mask.to(device), ended.to(device), texts
     )
 
 

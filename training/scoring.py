@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 
 from sampler.engines.reward import RewardScorer
+from training.distributed import Runtime, contiguous_share, gather_objects
 from training.ppo_math import choose_score
 
 
@@ -44,3 +45,31 @@ class PiecewiseScorer:
         safe = torch.tensor(self.safety.probability(prompts, replies))
         chosen: list[float] = choose_score(helpful, safe, torch.tensor(list(is_safety), dtype=torch.bool)).tolist()
         return chosen
+
+
+class ShardedScorer:
+    """A Scorer under torchrun: each process scores its contiguous block of the replies, and every process gets all
+    the scores, in order."""
+
+    def __init__(self, scorer: Scorer, runtime: Runtime) -> None:
+        self.scorer, self.runtime = scorer, runtime
+
+    def probability(
+        self, prompts: Sequence[list[dict[str, str]]], replies: Sequence[str], is_safety: Sequence[bool]
+    ) -> list[float]:
+        block = contiguous_share(len(replies), self.runtime)
+        mine = (
+            self.scorer.probability(
+                list(prompts[block.start : block.stop]),
+                list(replies[block.start : block.stop]),
+                list(is_safety[block.start : block.stop]),
+            )
+            if len(block)
+            else []
+        )
+        return [score for part in gather_objects(mine, self.runtime) for score in part]
+
+
+def sharded_scorer(scorer: Scorer, runtime: Runtime) -> Scorer:
+    """`scorer` itself in one process, a ShardedScorer around it under torchrun."""
+    return ShardedScorer(scorer, runtime) if runtime.distributed else scorer

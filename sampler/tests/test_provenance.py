@@ -16,7 +16,7 @@ from preference_format import FinishReason, Reproducibility
 from sampler.engines import Engine, GenerationRequest, GenerationResult, Provenance
 from sampler.engines.tiny import build_tiny_checkpoint
 from sampler.engines.transformers_engine import TransformersEngine
-from sampler.sampling import batch_sample_prompts
+from sampler.sampling import Uncertainty, batch_sample_prompts
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +74,36 @@ def test_finish_reasons_are_stored_as_given_and_aborted_pairs_are_not_stored(tin
     stored = dict(Comparison.objects.filter(batch=batch).values_list("prompt__text", "first_response__finish_reason"))
     assert stored == {"ends with stop": "stop", "runs to length": "length", "content_filter hit": "content_filter"}
     assert set(Response.objects.values_list("device", "reproducibility")) == {("cuda:0 NVIDIA H200", "none")}
+
+
+class RecordingEngine(ScriptedEngine):
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.events.append("generate")
+        return super().generate(requests)
+
+    def release_device(self) -> None:
+        self.events.append("release")
+
+
+class RecordingScorer:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def score(self, prompts, replies) -> list[float]:
+        self.events.append("score")
+        return [float(len(reply)) for reply in replies]
+
+
+def test_the_engine_gives_the_device_up_before_the_uncertainty_reward_model_scores(tiny_dirs):
+    batch, _ = batch_of(tiny_dirs, 0)
+    prompts = [prompt_create(text=f"Scored prompt {i}", author=None)[0] for i in range(4)]
+    events: list[str] = []
+    checkpoint = checkpoint_register(name="reward", path="/data/reward", kind="reward_helpfulness")[0]
+    uncertainty = Uncertainty(scorer=RecordingScorer(events), checkpoint=checkpoint, keep=2)
+    pairs = batch_sample_prompts(
+        batch=batch, prompts=prompts, engine=RecordingEngine(events), engine_name="vllm", uncertainty=uncertainty
+    )
+    assert len(pairs) == 2 and events == ["generate", "release", "score"]
