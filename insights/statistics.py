@@ -7,38 +7,15 @@ import math
 from collections.abc import Hashable, Sequence
 from itertools import combinations
 
+from loop.evaluation.statistics import krippendorff_alpha
 from training.intervals import wilson_interval as wilson_interval  # one definition, re-exported for the dashboards
 
 
 def krippendorff_alpha_interval(units: Sequence[Sequence[float]]) -> float | None:
-    """Krippendorff's alpha with the interval metric (squared difference).
-
-    `units` holds, per unit (a comparison), the values its coders gave. Units with fewer than two values
-    carry no pairable information and are left out. alpha = 1 - D_o / D_e, with
-
-        D_o = 1/n * sum_u 1/(m_u - 1) * sum_{i != j in u} (v_i - v_j)^2
-        D_e = 1/(n (n - 1)) * sum_{i != j over all pairable values} (v_i - v_j)^2
-
-    (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"). None when undefined: no pairable
-    values, or no variation at all (D_e = 0).
-    """
-    pairable = [list(unit) for unit in units if len(unit) >= 2]
-    values = [value for unit in pairable for value in unit]
-    n = len(values)
-    if n < 2:
-        return None
-    observed = sum(_sum_squared_differences(unit) / (len(unit) - 1) for unit in pairable) / n
-    expected = _sum_squared_differences(values) / (n * (n - 1))
-    if expected == 0:
-        return None
-    return 1.0 - observed / expected
-
-
-def _sum_squared_differences(values: Sequence[float]) -> float:
-    """Sum over ordered pairs i != j of (v_i - v_j)^2, in O(n): 2 * (n * sum v^2 - (sum v)^2)."""
-    total = math.fsum(values)
-    squares = math.fsum(v * v for v in values)
-    return max(2.0 * (len(values) * squares - total * total), 0.0)
+    """Krippendorff's alpha with the interval metric (squared difference): `units` holds, per unit (a comparison),
+    the values its coders gave. The one definition is `loop.evaluation.statistics.krippendorff_alpha`; None when
+    undefined (no unit with two values, or no variation at all)."""
+    return krippendorff_alpha(units, "interval")
 
 
 def pairwise_agreement(units: Sequence[Sequence[Hashable]]) -> tuple[int, int]:
